@@ -3,6 +3,8 @@
 
 use clap::{Parser, Subcommand};
 
+mod objects;
+
 #[derive(Parser)]
 #[command(name = "pressoir", version, about = "A self-hosted cloud for Frappe sites")]
 struct Cli {
@@ -11,11 +13,16 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// The S3 object storage alone.
+    Objects(objects::ObjectsArgs),
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     pressoir_core::serve::init_tracing();
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Objects(args) => objects::run(args).await,
+    }
 }

@@ -1,0 +1,1077 @@
+//! The local-disk backend: buckets, objects and multipart uploads.
+//!
+//! Layout under the root (`<data-dir>/objects`):
+//!
+//! ```text
+//! tmp/<uuid>                              files being written (removed at start)
+//! buckets/<bucket>/bucket.json            creation time
+//! buckets/<bucket>/objects/<h2>/<h64>     one object: data, then a JSON trailer
+//! buckets/<bucket>/uploads/<id>/upload.json  a multipart upload's key and attributes
+//! buckets/<bucket>/uploads/<id>/<nnnnn>   one part: data, then a JSON trailer
+//! ```
+//!
+//! `<h64>` is the hex SHA-256 of the key: a key never becomes a path, so no key, whatever its
+//! bytes, can name a file outside its bucket. Each object file carries its own metadata in a
+//! trailer (`data || json || u32-le json length || "PSO1"`), so one `rename` makes data and
+//! metadata visible together. Files are written under `tmp/`, fsynced, then renamed into
+//! place: a crash mid-write leaves only a temp file, which the next start removes.
+//! The key index used for listing lives in memory and is rebuilt from the trailers at start.
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use s3s::checksum::ChecksumHasher;
+use s3s::crypto::{Checksum as _, Crc32, Crc32c, Crc64Nvme, Md5, Sha1, Sha256};
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::io::AsyncWriteExt;
+
+const MAGIC: &[u8; 4] = b"PSO1";
+const TRAILER_TAIL: u64 = 8;
+/// Objects up to this size are read in one go; larger ones are streamed.
+const SMALL_READ: u64 = 1 << 20;
+const IO_BUF: usize = 1 << 20;
+
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no such bucket")]
+    NoSuchBucket,
+    #[error("bucket already exists")]
+    BucketExists,
+    #[error("bucket is not empty")]
+    BucketNotEmpty,
+    #[error("no such key")]
+    NoSuchKey,
+    #[error("no such upload")]
+    NoSuchUpload,
+    #[error("invalid part: {0}")]
+    InvalidPart(String),
+    #[error("parts are not in ascending order")]
+    InvalidPartOrder,
+    #[error("part {0} is smaller than the minimum part size")]
+    EntityTooSmall(i32),
+    #[error("body is larger than {0} bytes")]
+    TooLarge(u64),
+    #[error("request body: {0}")]
+    Body(BodyError),
+    #[error("corrupt object file '{0}'")]
+    Corrupt(PathBuf),
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Checksums as S3 carries them: base64 of the big-endian digest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checksums {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc32: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc32c: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc64nvme: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha1: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// Which checksums to compute while a body streams in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Algorithms {
+    pub crc32: bool,
+    pub crc32c: bool,
+    pub crc64nvme: bool,
+    pub sha1: bool,
+    pub sha256: bool,
+}
+
+impl Algorithms {
+    fn hasher(self) -> ChecksumHasher {
+        ChecksumHasher {
+            crc32: self.crc32.then(Crc32::new),
+            crc32c: self.crc32c.then(Crc32c::new),
+            crc64nvme: self.crc64nvme.then(Crc64Nvme::new),
+            sha1: self.sha1.then(Sha1::new),
+            sha256: self.sha256.then(Sha256::new),
+        }
+    }
+}
+
+/// What a client sets on an object besides its bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attrs {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_disposition: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_encoding: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_language: Option<String>,
+    /// The `Expires` header, as unix milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// An object's metadata, stored in its file's trailer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+    /// Without quotes: hex MD5, or `<hex>-<parts>` for a multipart object.
+    pub etag: String,
+    pub last_modified_ms: i64,
+    #[serde(default)]
+    pub attrs: Attrs,
+    #[serde(default)]
+    pub checksums: Checksums,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts: Option<u32>,
+}
+
+/// What listing needs of an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub size: u64,
+    pub etag: String,
+    pub last_modified_ms: i64,
+}
+
+impl From<&ObjectMeta> for Summary {
+    fn from(m: &ObjectMeta) -> Self {
+        Summary {
+            size: m.size,
+            etag: m.etag.clone(),
+            last_modified_ms: m.last_modified_ms,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadMeta {
+    pub key: String,
+    pub initiated_ms: i64,
+    #[serde(default)]
+    pub attrs: Attrs,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum_algorithm: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartMeta {
+    pub part_number: i32,
+    pub size: u64,
+    /// Hex MD5 of the part, without quotes.
+    pub etag: String,
+    pub last_modified_ms: i64,
+    #[serde(default)]
+    pub checksums: Checksums,
+}
+
+/// A body written to a temp file, not yet visible. Dropping it removes the file.
+pub struct Staged {
+    path: PathBuf,
+    file: Option<File>,
+    pub size: u64,
+    pub md5: [u8; 16],
+    pub checksums: Checksums,
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        self.file.take();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// An object opened for reading; the file stays valid even if the key is overwritten.
+pub struct OpenObject {
+    pub meta: ObjectMeta,
+    file: File,
+    /// The whole data when the object is small.
+    small: Option<Bytes>,
+}
+
+impl OpenObject {
+    /// The bytes `[start, start+len)` as a stream.
+    pub fn stream(self, start: u64, len: u64) -> BoxByteStream {
+        if let Some(b) = self.small {
+            let s = start as usize;
+            let chunk = b.slice(s..s + len as usize);
+            return Box::pin(futures::stream::once(async move { Ok(chunk) }));
+        }
+        let mut file = self.file;
+        if let Err(e) = file.seek(SeekFrom::Start(start)) {
+            return Box::pin(futures::stream::once(async move { Err(e) }));
+        }
+        let limited = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), len);
+        Box::pin(tokio_util::io::ReaderStream::with_capacity(limited, IO_BUF))
+    }
+}
+
+pub type BoxByteStream =
+    std::pin::Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + Sync + 'static>>;
+
+struct Bucket {
+    dir: PathBuf,
+    /// Set (under the index lock) when the bucket is deleted, so late writers don't recreate it.
+    deleted: std::sync::atomic::AtomicBool,
+    created_ms: i64,
+    index: Mutex<BTreeMap<String, Summary>>,
+    /// Completed multipart uploads, so a repeated Complete answers as the first did.
+    completed: Mutex<HashMap<String, (String, String)>>,
+}
+
+pub struct Store {
+    root: PathBuf,
+    tmp: PathBuf,
+    fsync: bool,
+    buckets: RwLock<BTreeMap<String, Arc<Bucket>>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct BucketFile {
+    created_ms: i64,
+}
+
+pub fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// The file name an object key is stored under.
+pub fn key_file_name(key: &str) -> String {
+    hex::encode(sha2::Sha256::digest(key.as_bytes()))
+}
+
+/// Bucket names that are safe as one directory name (the S3 rules are stricter still).
+pub fn is_safe_bucket_name(name: &str) -> bool {
+    (3..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && !name.contains("..")
+}
+
+/// Upload ids are 32 lowercase hex digits; anything else names no upload.
+pub fn is_valid_upload_id(id: &str) -> bool {
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> impl Future<Output = Result<T>> {
+    async move {
+        match tokio::task::spawn_blocking(f).await {
+            Ok(r) => r,
+            Err(e) => Err(StoreError::Io(io::Error::other(e))),
+        }
+    }
+}
+
+fn not_found(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound
+}
+
+fn write_trailer<T: Serialize>(file: &mut File, meta: &T) -> io::Result<()> {
+    let json = serde_json::to_vec(meta).map_err(io::Error::other)?;
+    let len = u32::try_from(json.len()).map_err(io::Error::other)?;
+    file.write_all(&json)?;
+    file.write_all(&len.to_le_bytes())?;
+    file.write_all(MAGIC)?;
+    Ok(())
+}
+
+/// Reads a file's trailer; returns it and the data length.
+fn read_trailer<T: for<'de> Deserialize<'de>>(file: &mut File, path: &Path) -> Result<(T, u64)> {
+    let corrupt = || StoreError::Corrupt(path.to_path_buf());
+    let total = file.metadata()?.len();
+    if total < TRAILER_TAIL {
+        return Err(corrupt());
+    }
+    let mut tail = [0u8; 8];
+    file.seek(SeekFrom::Start(total - TRAILER_TAIL))?;
+    file.read_exact(&mut tail)?;
+    if &tail[4..] != MAGIC {
+        return Err(corrupt());
+    }
+    let json_len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+    let data_len = total
+        .checked_sub(TRAILER_TAIL + json_len)
+        .ok_or_else(corrupt)?;
+    let mut json = vec![0u8; json_len as usize];
+    file.seek(SeekFrom::Start(data_len))?;
+    file.read_exact(&mut json)?;
+    let meta = serde_json::from_slice(&json).map_err(|_| corrupt())?;
+    Ok((meta, data_len))
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`, removes leftover temp files and
+    /// rebuilds the key index.
+    pub async fn open(root: PathBuf, fsync: bool) -> Result<Store> {
+        blocking(move || Store::open_blocking(root, fsync)).await
+    }
+
+    fn open_blocking(root: PathBuf, fsync: bool) -> Result<Store> {
+        let tmp = root.join("tmp");
+        let buckets_dir = root.join("buckets");
+        std::fs::create_dir_all(&tmp)?;
+        std::fs::create_dir_all(&buckets_dir)?;
+        for entry in std::fs::read_dir(&tmp)? {
+            let entry = entry?;
+            let p = entry.path();
+            if entry.file_type()?.is_dir() {
+                std::fs::remove_dir_all(&p)?;
+            } else {
+                std::fs::remove_file(&p)?;
+            }
+        }
+        let mut buckets = BTreeMap::new();
+        for entry in std::fs::read_dir(&buckets_dir)? {
+            let entry = entry?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if !is_safe_bucket_name(&name) || !entry.file_type()?.is_dir() {
+                continue;
+            }
+            let dir = entry.path();
+            let created_ms = std::fs::read(dir.join("bucket.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<BucketFile>(&b).ok())
+                .map_or(0, |b| b.created_ms);
+            let index = load_index(&dir.join("objects"))?;
+            buckets.insert(
+                name,
+                Arc::new(Bucket {
+                    dir,
+                    deleted: Default::default(),
+                    created_ms,
+                    index: Mutex::new(index),
+                    completed: Mutex::new(HashMap::new()),
+                }),
+            );
+        }
+        Ok(Store {
+            root,
+            tmp,
+            fsync,
+            buckets: RwLock::new(buckets),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn bucket(&self, name: &str) -> Result<Arc<Bucket>> {
+        self.buckets
+            .read()
+            .expect("bucket table lock")
+            .get(name)
+            .cloned()
+            .ok_or(StoreError::NoSuchBucket)
+    }
+
+    pub fn bucket_exists(&self, name: &str) -> bool {
+        self.bucket(name).is_ok()
+    }
+
+    /// Bucket names with their creation time, sorted by name.
+    pub fn list_buckets(&self) -> Vec<(String, i64)> {
+        self.buckets
+            .read()
+            .expect("bucket table lock")
+            .iter()
+            .map(|(n, b)| (n.clone(), b.created_ms))
+            .collect()
+    }
+
+    pub async fn create_bucket(&self, name: &str) -> Result<()> {
+        if !is_safe_bucket_name(name) {
+            return Err(StoreError::NoSuchBucket);
+        }
+        if self.bucket_exists(name) {
+            return Err(StoreError::BucketExists);
+        }
+        let created_ms = now_ms();
+        let staging = self.tmp.join(uuid::Uuid::new_v4().simple().to_string());
+        let dir = self.root.join("buckets").join(name);
+        let (staging2, dir2, fsync) = (staging.clone(), dir.clone(), self.fsync);
+        blocking(move || {
+            std::fs::create_dir_all(staging2.join("objects"))?;
+            std::fs::create_dir_all(staging2.join("uploads"))?;
+            let mut f = File::create(staging2.join("bucket.json"))?;
+            f.write_all(
+                &serde_json::to_vec(&BucketFile { created_ms }).map_err(io::Error::other)?,
+            )?;
+            if fsync {
+                f.sync_all()?;
+            }
+            Ok(())
+        })
+        .await?;
+        let mut table = self.buckets.write().expect("bucket table lock");
+        if table.contains_key(name) {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(StoreError::BucketExists);
+        }
+        if let Err(e) = std::fs::rename(&staging, &dir) {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e.into());
+        }
+        if self.fsync {
+            let _ = sync_dir(&self.root.join("buckets"));
+        }
+        table.insert(
+            name.to_string(),
+            Arc::new(Bucket {
+                dir: dir2,
+                deleted: Default::default(),
+                created_ms,
+                index: Mutex::new(BTreeMap::new()),
+                completed: Mutex::new(HashMap::new()),
+            }),
+        );
+        Ok(())
+    }
+
+    pub async fn delete_bucket(&self, name: &str) -> Result<()> {
+        let trash = self.tmp.join(uuid::Uuid::new_v4().simple().to_string());
+        {
+            let mut table = self.buckets.write().expect("bucket table lock");
+            let bucket = table.get(name).cloned().ok_or(StoreError::NoSuchBucket)?;
+            let index = bucket.index.lock().expect("index lock");
+            if !index.is_empty() {
+                return Err(StoreError::BucketNotEmpty);
+            }
+            // Moving the directory away makes the bucket vanish in one step.
+            std::fs::rename(&bucket.dir, &trash)?;
+            bucket
+                .deleted
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            drop(index);
+            table.remove(name);
+        }
+        blocking(move || Ok(std::fs::remove_dir_all(&trash)?)).await
+    }
+
+    /// Streams `body` into a temp file, counting, hashing and refusing more than `max` bytes.
+    pub async fn stage<S>(&self, mut body: S, max: u64, algos: Algorithms) -> Result<Staged>
+    where
+        S: Stream<Item = std::result::Result<Bytes, BodyError>> + Unpin,
+    {
+        let path = self.tmp.join(uuid::Uuid::new_v4().simple().to_string());
+        let std_file = File::create_new(&path)?;
+        let mut staged = Staged {
+            path,
+            file: None,
+            size: 0,
+            md5: [0; 16],
+            checksums: Checksums::default(),
+        };
+        let mut file =
+            tokio::io::BufWriter::with_capacity(IO_BUF, tokio::fs::File::from_std(std_file));
+        let mut md5 = Md5::new();
+        let mut hasher = algos.hasher();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(StoreError::Body)?;
+            staged.size += chunk.len() as u64;
+            if staged.size > max {
+                return Err(StoreError::TooLarge(max));
+            }
+            md5.update(&chunk);
+            hasher.update(&chunk);
+            file.write_all(&chunk).await?;
+        }
+        file.flush().await?;
+        staged.file = Some(file.into_inner().into_std().await);
+        staged.md5 = md5.finalize();
+        let c = hasher.finalize();
+        staged.checksums = Checksums {
+            crc32: c.checksum_crc32,
+            crc32c: c.checksum_crc32c,
+            crc64nvme: c.checksum_crc64nvme,
+            sha1: c.checksum_sha1,
+            sha256: c.checksum_sha256,
+        };
+        Ok(staged)
+    }
+
+    /// Finishes a staged body as object `key` and makes it visible, replacing any earlier one.
+    pub async fn commit_object(
+        &self,
+        bucket: &str,
+        staged: Staged,
+        meta: ObjectMeta,
+    ) -> Result<ObjectMeta> {
+        let b = self.bucket(bucket)?;
+        let fsync = self.fsync;
+        let name = key_file_name(&meta.key);
+        let target = b.dir.join("objects").join(&name[..2]).join(&name);
+        let meta2 = meta.clone();
+        let staged = blocking(move || {
+            let mut staged = staged;
+            let file = staged
+                .file
+                .as_mut()
+                .ok_or_else(|| io::Error::other("staged file is closed"))?;
+            write_trailer(file, &meta2)?;
+            if fsync {
+                file.sync_all()?;
+            }
+            Ok(staged)
+        })
+        .await?;
+        self.publish(&b, staged, &target, &meta)?;
+        Ok(meta)
+    }
+
+    /// Renames a finished temp file over `target` and records it in the index, atomically
+    /// with respect to other writers of the same bucket.
+    fn publish(
+        &self,
+        b: &Bucket,
+        mut staged: Staged,
+        target: &Path,
+        meta: &ObjectMeta,
+    ) -> Result<()> {
+        let mut index = b.index.lock().expect("index lock");
+        if b.deleted.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::NoSuchBucket);
+        }
+        if let Some(dir) = target.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        match std::fs::rename(&staged.path, target) {
+            Ok(()) => {}
+            Err(e) if not_found(&e) => return Err(StoreError::NoSuchBucket),
+            Err(e) => return Err(e.into()),
+        }
+        staged.file.take();
+        // The temp path no longer exists; Drop's remove_file is a harmless no-op.
+        index.insert(meta.key.clone(), Summary::from(meta));
+        drop(index);
+        if self.fsync {
+            if let Some(dir) = target.parent() {
+                let _ = sync_dir(dir);
+            }
+        }
+        Ok(())
+    }
+
+    fn object_path(b: &Bucket, key: &str) -> PathBuf {
+        let name = key_file_name(key);
+        b.dir.join("objects").join(&name[..2]).join(name)
+    }
+
+    pub async fn head(&self, bucket: &str, key: &str) -> Result<ObjectMeta> {
+        let b = self.bucket(bucket)?;
+        let path = Self::object_path(&b, key);
+        let key = key.to_string();
+        blocking(move || {
+            let mut f = File::open(&path).map_err(|e| {
+                if not_found(&e) {
+                    StoreError::NoSuchKey
+                } else {
+                    e.into()
+                }
+            })?;
+            let (meta, _) = read_trailer::<ObjectMeta>(&mut f, &path)?;
+            if meta.key != key {
+                return Err(StoreError::NoSuchKey);
+            }
+            Ok(meta)
+        })
+        .await
+    }
+
+    pub async fn open_object(&self, bucket: &str, key: &str) -> Result<OpenObject> {
+        let b = self.bucket(bucket)?;
+        let path = Self::object_path(&b, key);
+        let key = key.to_string();
+        blocking(move || {
+            let mut file = File::open(&path).map_err(|e| {
+                if not_found(&e) {
+                    StoreError::NoSuchKey
+                } else {
+                    e.into()
+                }
+            })?;
+            let (meta, data_len) = read_trailer::<ObjectMeta>(&mut file, &path)?;
+            if meta.key != key || meta.size != data_len {
+                return Err(StoreError::NoSuchKey);
+            }
+            let small = if data_len <= SMALL_READ {
+                let mut buf = vec![0u8; data_len as usize];
+                file.seek(SeekFrom::Start(0))?;
+                file.read_exact(&mut buf)?;
+                Some(Bytes::from(buf))
+            } else {
+                None
+            };
+            Ok(OpenObject { meta, file, small })
+        })
+        .await
+    }
+
+    /// Removes an object; removing one that does not exist is not an error (as in S3).
+    pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<bool> {
+        let b = self.bucket(bucket)?;
+        let path = Self::object_path(&b, key);
+        let mut index = b.index.lock().expect("index lock");
+        if index.remove(key).is_none() {
+            return Ok(false);
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if not_found(&e) => Ok(true),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Runs `f` over the bucket's sorted key index.
+    pub fn with_index<T>(
+        &self,
+        bucket: &str,
+        f: impl FnOnce(&BTreeMap<String, Summary>) -> T,
+    ) -> Result<T> {
+        let b = self.bucket(bucket)?;
+        let index = b.index.lock().expect("index lock");
+        Ok(f(&index))
+    }
+
+    /// Copies the data of `[start, start+len)` of an object into a new staged file, hashing it.
+    pub async fn stage_copy(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<(u64, u64)>,
+        algos: Algorithms,
+    ) -> Result<(Staged, ObjectMeta)> {
+        let b = self.bucket(bucket)?;
+        let src = Self::object_path(&b, key);
+        let dst = self.tmp.join(uuid::Uuid::new_v4().simple().to_string());
+        let key = key.to_string();
+        blocking(move || {
+            let mut file = File::open(&src).map_err(|e| {
+                if not_found(&e) {
+                    StoreError::NoSuchKey
+                } else {
+                    e.into()
+                }
+            })?;
+            let (meta, data_len) = read_trailer::<ObjectMeta>(&mut file, &src)?;
+            if meta.key != key {
+                return Err(StoreError::NoSuchKey);
+            }
+            let (start, len) = range.unwrap_or((0, data_len));
+            file.seek(SeekFrom::Start(start))?;
+            let out = File::create_new(&dst)?;
+            let mut staged = Staged {
+                path: dst,
+                file: Some(out),
+                size: 0,
+                md5: [0; 16],
+                checksums: Checksums::default(),
+            };
+            let mut md5 = Md5::new();
+            let mut hasher = algos.hasher();
+            let mut buf = vec![0u8; IO_BUF];
+            let mut left = len;
+            let out = staged.file.as_mut().expect("just opened");
+            while left > 0 {
+                let n = file.read(&mut buf[..left.min(IO_BUF as u64) as usize])?;
+                if n == 0 {
+                    return Err(StoreError::Corrupt(src));
+                }
+                md5.update(&buf[..n]);
+                hasher.update(&buf[..n]);
+                out.write_all(&buf[..n])?;
+                left -= n as u64;
+            }
+            staged.size = len;
+            staged.md5 = md5.finalize();
+            let c = hasher.finalize();
+            staged.checksums = Checksums {
+                crc32: c.checksum_crc32,
+                crc32c: c.checksum_crc32c,
+                crc64nvme: c.checksum_crc64nvme,
+                sha1: c.checksum_sha1,
+                sha256: c.checksum_sha256,
+            };
+            Ok((staged, meta))
+        })
+        .await
+    }
+
+    // ---- multipart ----
+
+    fn upload_dir(b: &Bucket, id: &str) -> Result<PathBuf> {
+        if !is_valid_upload_id(id) {
+            return Err(StoreError::NoSuchUpload);
+        }
+        Ok(b.dir.join("uploads").join(id))
+    }
+
+    pub async fn create_upload(&self, bucket: &str, meta: UploadMeta) -> Result<String> {
+        let b = self.bucket(bucket)?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let dir = Self::upload_dir(&b, &id)?;
+        let staging = self.tmp.join(uuid::Uuid::new_v4().simple().to_string());
+        let fsync = self.fsync;
+        blocking(move || {
+            std::fs::create_dir_all(&staging)?;
+            let mut f = File::create(staging.join("upload.json"))?;
+            f.write_all(&serde_json::to_vec(&meta).map_err(io::Error::other)?)?;
+            if fsync {
+                f.sync_all()?;
+            }
+            std::fs::rename(&staging, &dir).map_err(|e| {
+                if not_found(&e) {
+                    StoreError::NoSuchBucket
+                } else {
+                    e.into()
+                }
+            })
+        })
+        .await?;
+        Ok(id)
+    }
+
+    pub async fn upload_meta(&self, bucket: &str, id: &str, key: &str) -> Result<UploadMeta> {
+        let b = self.bucket(bucket)?;
+        let dir = Self::upload_dir(&b, id)?;
+        let key = key.to_string();
+        blocking(move || {
+            let bytes = std::fs::read(dir.join("upload.json")).map_err(|e| {
+                if not_found(&e) {
+                    StoreError::NoSuchUpload
+                } else {
+                    e.into()
+                }
+            })?;
+            let meta: UploadMeta =
+                serde_json::from_slice(&bytes).map_err(|_| StoreError::Corrupt(dir.clone()))?;
+            if meta.key != key {
+                return Err(StoreError::NoSuchUpload);
+            }
+            Ok(meta)
+        })
+        .await
+    }
+
+    pub async fn commit_part(
+        &self,
+        bucket: &str,
+        id: &str,
+        staged: Staged,
+        meta: PartMeta,
+    ) -> Result<PartMeta> {
+        let b = self.bucket(bucket)?;
+        let dir = Self::upload_dir(&b, id)?;
+        let fsync = self.fsync;
+        let meta2 = meta.clone();
+        blocking(move || {
+            let mut staged = staged;
+            let file = staged
+                .file
+                .as_mut()
+                .ok_or_else(|| io::Error::other("staged file is closed"))?;
+            write_trailer(file, &meta2)?;
+            if fsync {
+                file.sync_all()?;
+            }
+            let target = dir.join(format!("{:05}", meta2.part_number));
+            match std::fs::rename(&staged.path, &target) {
+                Ok(()) => Ok(()),
+                Err(e) if not_found(&e) => Err(StoreError::NoSuchUpload),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await?;
+        Ok(meta)
+    }
+
+    pub async fn list_parts(&self, bucket: &str, id: &str) -> Result<Vec<PartMeta>> {
+        let b = self.bucket(bucket)?;
+        let dir = Self::upload_dir(&b, id)?;
+        blocking(move || read_parts(&dir)).await
+    }
+
+    /// All uploads in progress in a bucket: (id, meta), sorted by key then initiation.
+    pub async fn list_uploads(&self, bucket: &str) -> Result<Vec<(String, UploadMeta)>> {
+        let b = self.bucket(bucket)?;
+        let dir = b.dir.join("uploads");
+        blocking(move || {
+            let mut out = Vec::new();
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if not_found(&e) => return Ok(out),
+                Err(e) => return Err(e.into()),
+            };
+            for entry in entries {
+                let entry = entry?;
+                let Some(id) = entry.file_name().to_str().map(str::to_owned) else {
+                    continue;
+                };
+                if !is_valid_upload_id(&id) {
+                    continue;
+                }
+                let Ok(bytes) = std::fs::read(entry.path().join("upload.json")) else {
+                    continue;
+                };
+                let Ok(meta) = serde_json::from_slice::<UploadMeta>(&bytes) else {
+                    continue;
+                };
+                out.push((id, meta));
+            }
+            out.sort_by(|a, b| {
+                (a.1.key.as_str(), a.1.initiated_ms, a.0.as_str()).cmp(&(
+                    b.1.key.as_str(),
+                    b.1.initiated_ms,
+                    b.0.as_str(),
+                ))
+            });
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn abort_upload(&self, bucket: &str, id: &str) -> Result<()> {
+        let b = self.bucket(bucket)?;
+        let dir = Self::upload_dir(&b, id)?;
+        let trash = self.tmp.join(uuid::Uuid::new_v4().simple().to_string());
+        blocking(move || {
+            std::fs::rename(&dir, &trash).map_err(|e| {
+                if not_found(&e) {
+                    StoreError::NoSuchUpload
+                } else {
+                    StoreError::from(e)
+                }
+            })?;
+            Ok(std::fs::remove_dir_all(&trash)?)
+        })
+        .await
+    }
+
+    /// An earlier completion of upload `id`, as (key, etag).
+    pub fn completed(&self, bucket: &str, id: &str) -> Option<(String, String)> {
+        let b = self.bucket(bucket).ok()?;
+        b.completed.lock().expect("completed lock").get(id).cloned()
+    }
+
+    /// Joins the chosen parts (`(part_number, etag)` as the client listed them) into the object.
+    pub async fn complete_upload(
+        &self,
+        bucket: &str,
+        id: &str,
+        key: &str,
+        chosen: Vec<(i32, String)>,
+        min_part_size: u64,
+    ) -> Result<ObjectMeta> {
+        let b = self.bucket(bucket)?;
+        let dir = Self::upload_dir(&b, id)?;
+        let upload = self.upload_meta(bucket, id, key).await?;
+        let tmp = self.tmp.join(uuid::Uuid::new_v4().simple().to_string());
+        let fsync = self.fsync;
+        let key_owned = key.to_string();
+        let name = key_file_name(key);
+        let target = b.dir.join("objects").join(&name[..2]).join(&name);
+        let (staged, meta) = blocking(move || {
+            let parts = read_parts(&dir)?;
+            let by_number: HashMap<i32, &PartMeta> =
+                parts.iter().map(|p| (p.part_number, p)).collect();
+            if chosen.is_empty() {
+                return Err(StoreError::InvalidPart(
+                    "the upload must name at least one part".into(),
+                ));
+            }
+            let mut last = 0;
+            let mut picked = Vec::with_capacity(chosen.len());
+            for (i, (n, etag)) in chosen.iter().enumerate() {
+                if *n <= last {
+                    return Err(StoreError::InvalidPartOrder);
+                }
+                last = *n;
+                let p = by_number
+                    .get(n)
+                    .ok_or_else(|| StoreError::InvalidPart(format!("part {n} was not uploaded")))?;
+                let given = etag.trim_matches('"');
+                if !given.is_empty() && given != p.etag {
+                    return Err(StoreError::InvalidPart(format!(
+                        "part {n} has a different ETag"
+                    )));
+                }
+                if i + 1 < chosen.len() && p.size < min_part_size {
+                    return Err(StoreError::EntityTooSmall(*n));
+                }
+                picked.push((*p).clone());
+            }
+            let out = File::create_new(&tmp)?;
+            let mut staged = Staged {
+                path: tmp,
+                file: Some(out),
+                size: 0,
+                md5: [0; 16],
+                checksums: Checksums::default(),
+            };
+            let mut md5s = Md5::new();
+            {
+                let out = staged.file.as_mut().expect("just opened");
+                for p in &picked {
+                    let path = dir.join(format!("{:05}", p.part_number));
+                    let src = File::open(&path).map_err(|e| {
+                        if not_found(&e) {
+                            StoreError::NoSuchUpload
+                        } else {
+                            e.into()
+                        }
+                    })?;
+                    let copied = io::copy(&mut src.take(p.size), out)?;
+                    if copied != p.size {
+                        return Err(StoreError::Corrupt(path));
+                    }
+                    let raw =
+                        hex::decode(&p.etag).map_err(|_| StoreError::Corrupt(path.clone()))?;
+                    md5s.update(&raw);
+                    staged.size += p.size;
+                }
+            }
+            let meta = ObjectMeta {
+                key: key_owned,
+                size: staged.size,
+                etag: format!("{}-{}", hex::encode(md5s.finalize()), picked.len()),
+                last_modified_ms: now_ms(),
+                attrs: upload.attrs,
+                checksums: Checksums::default(),
+                parts: Some(picked.len() as u32),
+            };
+            let file = staged.file.as_mut().expect("still open");
+            write_trailer(file, &meta)?;
+            if fsync {
+                file.sync_all()?;
+            }
+            Ok((staged, meta))
+        })
+        .await?;
+        self.publish(&b, staged, &target, &meta)?;
+        b.completed
+            .lock()
+            .expect("completed lock")
+            .insert(id.to_string(), (meta.key.clone(), meta.etag.clone()));
+        self.abort_upload(bucket, id).await?;
+        Ok(meta)
+    }
+}
+
+fn read_parts(dir: &Path) -> Result<Vec<PartMeta>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        if not_found(&e) {
+            StoreError::NoSuchUpload
+        } else {
+            e.into()
+        }
+    })?;
+    let mut parts = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.len() != 5 || !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let path = entry.path();
+        let mut f = File::open(&path)?;
+        let (meta, data_len) = read_trailer::<PartMeta>(&mut f, &path)?;
+        if meta.size != data_len {
+            return Err(StoreError::Corrupt(path));
+        }
+        parts.push(meta);
+    }
+    parts.sort_by_key(|p| p.part_number);
+    Ok(parts)
+}
+
+fn load_index(objects: &Path) -> Result<BTreeMap<String, Summary>> {
+    let mut index = BTreeMap::new();
+    let fans = match std::fs::read_dir(objects) {
+        Ok(f) => f,
+        Err(e) if not_found(&e) => return Ok(index),
+        Err(e) => return Err(e.into()),
+    };
+    for fan in fans {
+        let fan = fan?;
+        if !fan.file_type()?.is_dir() {
+            continue;
+        }
+        for entry in std::fs::read_dir(fan.path())? {
+            let entry = entry?;
+            let path = entry.path();
+            let mut f = File::open(&path)?;
+            match read_trailer::<ObjectMeta>(&mut f, &path) {
+                Ok((meta, len))
+                    if meta.size == len
+                        && entry.file_name().to_str() == Some(&key_file_name(&meta.key)) =>
+                {
+                    index.insert(meta.key.clone(), Summary::from(&meta));
+                }
+                _ => tracing::warn!(path = %path.display(), "skipping an unreadable object file"),
+            }
+        }
+    }
+    Ok(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_names_are_fixed_length_hex() {
+        for key in [
+            "../../etc/passwd",
+            "a/b",
+            "",
+            "\u{0}",
+            "é/ü",
+            &"x".repeat(1024),
+        ] {
+            let n = key_file_name(key);
+            assert_eq!(n.len(), 64);
+            assert!(n.bytes().all(|b| b.is_ascii_hexdigit()));
+        }
+        assert_ne!(key_file_name("a"), key_file_name("a/"));
+    }
+
+    #[test]
+    fn bucket_and_upload_names_cannot_escape() {
+        assert!(is_safe_bucket_name("backups"));
+        for bad in ["..", "...", "a/b", ".ab", "AB", "ab", "a..b", "-ab"] {
+            assert!(!is_safe_bucket_name(bad), "{bad}");
+        }
+        assert!(is_valid_upload_id(&"a".repeat(32)));
+        assert!(!is_valid_upload_id("../../x"));
+        assert!(!is_valid_upload_id(&"A".repeat(32)));
+    }
+}
