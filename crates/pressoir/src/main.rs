@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod billing;
 mod objects;
 
 #[derive(Parser)]
@@ -14,6 +15,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The billing service (Lago API v1) alone.
+    Billing(billing::BillingArgs),
     /// The S3 object storage alone.
     Objects(objects::ObjectsArgs),
 }
@@ -23,6 +26,7 @@ async fn main() -> anyhow::Result<()> {
     pressoir_core::serve::init_tracing();
     let cli = Cli::parse();
     match cli.command {
+        Command::Billing(args) => billing::run(args).await,
         Command::Objects(args) => objects::run(args).await,
     }
 }
