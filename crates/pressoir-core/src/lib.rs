@@ -7,6 +7,7 @@
 
 pub mod clock;
 pub mod db;
+pub mod gateway;
 pub mod ratelimit;
 pub mod secret;
 pub mod serve;
