@@ -1,0 +1,332 @@
+//! The bearer-token verifier a resource server (Press) uses to accept access tokens from this
+//! identity service or from a real Keycloak: it fetches the issuer's JWKS over HTTP, caches the
+//! keys by `kid`, refetches on an unknown `kid` (at most once per `min_refetch`), and checks
+//! the signature with the key's own algorithm, `exp`, `iss`, `aud` and `typ`.
+//!
+//! It is deliberately independent of the rest of this crate: it speaks only HTTP and JWT, so
+//! pointing it at another issuer is configuration alone.
+
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct VerifierConfig {
+    /// The issuer, exactly as in the tokens' `iss` (`http://auth.localhost:30080/realms/frappe-cloud`).
+    pub issuer: String,
+    /// The audience the tokens must carry in `aud` (for Press: `press`).
+    pub audience: String,
+    /// `<issuer>/protocol/openid-connect/certs` for Keycloak and for Pressoir.
+    pub jwks_url: String,
+    /// Least time between two JWKS fetches caused by unknown key ids.
+    pub min_refetch: Duration,
+    /// Clock skew allowed on `exp`, in seconds.
+    pub leeway_secs: u64,
+}
+
+impl VerifierConfig {
+    /// Keycloak's layout: the JWKS sits at `<issuer>/protocol/openid-connect/certs`.
+    pub fn keycloak(issuer: &str, audience: &str) -> VerifierConfig {
+        let issuer = issuer.trim_end_matches('/').to_string();
+        VerifierConfig {
+            jwks_url: format!("{issuer}/protocol/openid-connect/certs"),
+            issuer,
+            audience: audience.to_string(),
+            min_refetch: Duration::from_secs(10),
+            leeway_secs: 30,
+        }
+    }
+}
+
+/// Why a token was refused. Every variant is a 401 for the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("token is not a well-formed JWT")]
+    Malformed,
+    #[error("token is signed by an unknown key")]
+    UnknownKey,
+    #[error("token algorithm is not allowed for its key")]
+    Algorithm,
+    #[error("token signature is invalid")]
+    BadSignature,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is from another issuer")]
+    Issuer,
+    #[error("token is for another audience")]
+    Audience,
+    #[error("token is not an access token")]
+    NotAccessToken,
+    #[error("cannot fetch the issuer's keys: {0}")]
+    Jwks(String),
+}
+
+/// What a verified access token says about its bearer.
+#[derive(Debug, Clone)]
+pub struct VerifiedClaims {
+    pub sub: String,
+    pub preferred_username: Option<String>,
+    pub email: Option<String>,
+    pub realm_roles: Vec<String>,
+    /// The client the token was issued to (`azp`).
+    pub azp: Option<String>,
+    /// `client_id` (or the older `clientId`): set on service-account tokens.
+    pub client_id: Option<String>,
+    /// A client acting for itself (client_credentials), not a user.
+    pub is_service_account: bool,
+    pub scope: String,
+    pub exp: i64,
+    /// Every claim, for anything else the caller needs.
+    pub raw: Value,
+}
+
+impl VerifiedClaims {
+    pub fn has_role(&self, role: &str) -> bool {
+        self.realm_roles.iter().any(|r| r == role)
+    }
+}
+
+struct Cached {
+    keys: HashMap<String, (DecodingKey, Algorithm)>,
+    fetched: Option<Instant>,
+}
+
+pub struct BearerVerifier {
+    cfg: VerifierConfig,
+    http: reqwest::Client,
+    cache: RwLock<Cached>,
+    fetching: tokio::sync::Mutex<()>,
+}
+
+fn alg_of(jwk: &Jwk) -> Option<Algorithm> {
+    let declared = jwk.common.key_algorithm.and_then(|a| match a {
+        KeyAlgorithm::RS256 => Some(Algorithm::RS256),
+        KeyAlgorithm::RS384 => Some(Algorithm::RS384),
+        KeyAlgorithm::RS512 => Some(Algorithm::RS512),
+        KeyAlgorithm::PS256 => Some(Algorithm::PS256),
+        KeyAlgorithm::ES256 => Some(Algorithm::ES256),
+        KeyAlgorithm::ES384 => Some(Algorithm::ES384),
+        KeyAlgorithm::EdDSA => Some(Algorithm::EdDSA),
+        _ => None,
+    });
+    match (&jwk.algorithm, declared) {
+        (_, Some(a)) => Some(a),
+        // Without `alg`, only the one unambiguous default per key type.
+        (AlgorithmParameters::RSA(_), None) => Some(Algorithm::RS256),
+        (AlgorithmParameters::OctetKeyPair(_), None) => Some(Algorithm::EdDSA),
+        _ => None,
+    }
+}
+
+/// The signing keys of a JWKS document. Keys this verifier cannot use (encryption keys,
+/// symmetric keys, unknown types) are skipped, not fatal.
+pub fn parse_jwks(doc: &Value) -> HashMap<String, (DecodingKey, Algorithm)> {
+    let mut out = HashMap::new();
+    let Some(keys) = doc.get("keys").and_then(Value::as_array) else {
+        return out;
+    };
+    for k in keys {
+        let Ok(jwk) = serde_json::from_value::<Jwk>(k.clone()) else {
+            continue;
+        };
+        if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+            continue;
+        }
+        if matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_)) {
+            continue;
+        }
+        let (Some(kid), Some(alg)) = (jwk.common.key_id.clone(), alg_of(&jwk)) else {
+            continue;
+        };
+        if let Ok(key) = DecodingKey::from_jwk(&jwk) {
+            out.insert(kid, (key, alg));
+        }
+    }
+    out
+}
+
+impl BearerVerifier {
+    pub fn new(cfg: VerifierConfig) -> BearerVerifier {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        BearerVerifier {
+            cfg,
+            http,
+            cache: RwLock::new(Cached {
+                keys: HashMap::new(),
+                fetched: None,
+            }),
+            fetching: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn config(&self) -> &VerifierConfig {
+        &self.cfg
+    }
+
+    fn lookup(&self, kid: &str) -> Option<(DecodingKey, Algorithm)> {
+        let c = self.cache.read().unwrap_or_else(|p| p.into_inner());
+        c.keys.get(kid).cloned()
+    }
+
+    fn may_refetch(&self) -> bool {
+        let c = self.cache.read().unwrap_or_else(|p| p.into_inner());
+        c.fetched
+            .is_none_or(|t| t.elapsed() >= self.cfg.min_refetch)
+    }
+
+    /// Fetches the JWKS now (at most one fetch at a time; others wait and reuse it).
+    pub async fn refresh(&self) -> Result<(), VerifyError> {
+        let _one = self.fetching.lock().await;
+        let resp = self
+            .http
+            .get(&self.cfg.jwks_url)
+            .send()
+            .await
+            .map_err(|e| VerifyError::Jwks(e.without_url().to_string()))?;
+        // Failed fetches count against the interval too, so a down issuer is not hammered.
+        let mark = |keys: Option<HashMap<String, (DecodingKey, Algorithm)>>| {
+            let mut c = self.cache.write().unwrap_or_else(|p| p.into_inner());
+            c.fetched = Some(Instant::now());
+            if let Some(k) = keys {
+                c.keys = k;
+            }
+        };
+        if !resp.status().is_success() {
+            mark(None);
+            return Err(VerifyError::Jwks(format!("status {}", resp.status())));
+        }
+        match resp.json::<Value>().await {
+            Ok(doc) => {
+                mark(Some(parse_jwks(&doc)));
+                Ok(())
+            }
+            Err(_) => {
+                mark(None);
+                Err(VerifyError::Jwks("the JWKS is not JSON".into()))
+            }
+        }
+    }
+
+    async fn key_for(&self, kid: &str) -> Result<(DecodingKey, Algorithm), VerifyError> {
+        if let Some(k) = self.lookup(kid) {
+            return Ok(k);
+        }
+        if !self.may_refetch() {
+            return Err(VerifyError::UnknownKey);
+        }
+        let before = self.cache.read().unwrap_or_else(|p| p.into_inner()).fetched;
+        let _one = self.fetching.lock().await;
+        // Another task may have fetched while this one waited.
+        let after = self.cache.read().unwrap_or_else(|p| p.into_inner()).fetched;
+        drop(_one);
+        if before == after {
+            self.refresh().await?;
+        }
+        self.lookup(kid).ok_or(VerifyError::UnknownKey)
+    }
+
+    /// Verifies an access token and returns its claims.
+    pub async fn verify(&self, token: &str) -> Result<VerifiedClaims, VerifyError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Malformed)?;
+        let kid = header.kid.ok_or(VerifyError::UnknownKey)?;
+        let (key, alg) = self.key_for(&kid).await?;
+        if header.alg != alg {
+            return Err(VerifyError::Algorithm);
+        }
+        let mut v = Validation::new(alg);
+        v.set_issuer(&[&self.cfg.issuer]);
+        v.set_audience(&[&self.cfg.audience]);
+        v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        v.leeway = self.cfg.leeway_secs;
+        let data = jsonwebtoken::decode::<Value>(token, &key, &v).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as K;
+            match e.kind() {
+                K::ExpiredSignature => VerifyError::Expired,
+                K::InvalidIssuer => VerifyError::Issuer,
+                K::InvalidAudience => VerifyError::Audience,
+                K::InvalidSignature => VerifyError::BadSignature,
+                K::InvalidAlgorithm => VerifyError::Algorithm,
+                _ => VerifyError::Malformed,
+            }
+        })?;
+        claims_of(data.claims)
+    }
+}
+
+fn claims_of(raw: Value) -> Result<VerifiedClaims, VerifyError> {
+    // ID and refresh tokens also carry iss and aud: only `Bearer` (or no `typ`, as other
+    // issuers send) is an access token.
+    if let Some(t) = raw.get("typ").and_then(Value::as_str)
+        && !t.eq_ignore_ascii_case("bearer")
+    {
+        return Err(VerifyError::NotAccessToken);
+    }
+    let s = |k: &str| raw.get(k).and_then(Value::as_str).map(str::to_string);
+    let sub = s("sub").ok_or(VerifyError::Malformed)?;
+    let realm_roles = raw
+        .pointer("/realm_access/roles")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    let client_id = s("client_id").or_else(|| s("clientId"));
+    let preferred_username = s("preferred_username");
+    let is_service_account = client_id.as_ref().is_some_and(|c| {
+        preferred_username.as_deref()
+            == Some(format!("service-account-{}", c.to_lowercase()).as_str())
+    });
+    Ok(VerifiedClaims {
+        sub,
+        email: s("email"),
+        azp: s("azp"),
+        scope: s("scope").unwrap_or_default(),
+        exp: raw.get("exp").and_then(Value::as_i64).unwrap_or(0),
+        preferred_username,
+        client_id,
+        realm_roles,
+        is_service_account,
+        raw,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn encryption_and_unknown_keys_are_skipped() {
+        let doc = json!({"keys": [
+            {"kid": "enc", "kty": "RSA", "alg": "RSA-OAEP", "use": "enc", "n": "sXch", "e": "AQAB"},
+            {"kid": "weird", "kty": "XYZ"},
+            {"kid": "sig", "kty": "RSA", "alg": "RS256", "use": "sig", "n": "sXch", "e": "AQAB"},
+        ]});
+        let keys = parse_jwks(&doc);
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys["sig"].1, Algorithm::RS256);
+    }
+
+    #[test]
+    fn only_bearer_tokens_are_access_tokens() {
+        let base = json!({"sub": "u", "typ": "ID"});
+        assert_eq!(claims_of(base).err(), Some(VerifyError::NotAccessToken));
+        let sa = json!({"sub": "u", "typ": "Bearer", "client_id": "press",
+            "preferred_username": "service-account-press", "realm_access": {"roles": ["admin"]}});
+        let c = claims_of(sa).unwrap();
+        assert!(c.is_service_account && c.has_role("admin"));
+        let user = json!({"sub": "u", "preferred_username": "ada", "email": "a@x"});
+        let c = claims_of(user).unwrap();
+        assert!(!c.is_service_account);
+        assert_eq!(c.email.as_deref(), Some("a@x"));
+    }
+}
