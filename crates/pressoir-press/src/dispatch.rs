@@ -1,0 +1,276 @@
+//! The job outbox's two background tasks: the dispatcher delivers Undelivered jobs to their
+//! agent in batches (idempotent by Press's job name), and the poller reads unfinished jobs
+//! back in batches to catch any push the agent could not make. Both share one pacer per
+//! server, so Press stays within the agent's rate limit by coalescing instead of failing.
+
+use crate::agent::{AgentClient, AgentError, Submission, parse_job};
+use crate::auth::random_token;
+use crate::domain::{job_status, job_type};
+use crate::error::Result;
+use crate::store::{Job, JobUpdate, Server, Store};
+use pressoir_core::clock::now_ms;
+use pressoir_core::ratelimit::Decision;
+use pressoir_core::{RateLimiter, RateSpec, Shutdown};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// At most this many jobs per request, as the contract allows.
+pub const BATCH: usize = 100;
+
+pub struct Dispatcher {
+    store: Store,
+    client: AgentClient,
+    wake: Notify,
+    pacer: Arc<RateLimiter>,
+    paused: Mutex<HashMap<String, Instant>>,
+    poll_interval: Duration,
+}
+
+impl Dispatcher {
+    pub fn new(store: Store, client: AgentClient, agent_rate: RateSpec, poll_interval: Duration) -> Arc<Self> {
+        Arc::new(Dispatcher {
+            store,
+            client,
+            wake: Notify::new(),
+            pacer: RateLimiter::new(agent_rate),
+            paused: Mutex::new(HashMap::new()),
+            poll_interval,
+        })
+    }
+
+    /// Tells the dispatcher that jobs were recorded.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub fn client(&self) -> &AgentClient {
+        &self.client
+    }
+
+    /// Starts the dispatcher and the poller; both stop when `shutdown` fires.
+    pub fn spawn(self: &Arc<Self>, shutdown: Shutdown) {
+        let d = self.clone();
+        let s = shutdown.clone();
+        tokio::spawn(async move { d.dispatch_loop(s).await });
+        let d = self.clone();
+        tokio::spawn(async move { d.poll_loop(shutdown).await });
+    }
+
+    fn is_paused(&self, server: &str) -> bool {
+        let m = self.paused.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(server).is_some_and(|until| *until > Instant::now())
+    }
+
+    fn pause(&self, server: &str, d: Duration) {
+        let mut m = self.paused.lock().unwrap_or_else(|p| p.into_inner());
+        let until = Instant::now() + d;
+        let e = m.entry(server.to_string()).or_insert(until);
+        if *e < until {
+            *e = until;
+        }
+    }
+
+    /// One unit of the agent's budget for `server`, or a pause until the next one.
+    fn take_budget(&self, server: &str) -> bool {
+        match self.pacer.check(server) {
+            Decision::Limited { retry_after_secs, .. } => {
+                self.pause(server, Duration::from_secs(retry_after_secs.max(1)));
+                false
+            }
+            _ => true,
+        }
+    }
+
+    async fn dispatch_loop(self: Arc<Self>, shutdown: Shutdown) {
+        let stop = shutdown.wait();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = self.wake.notified() => {
+                    // Let a burst of calls land so they leave in one batch.
+                    tokio::time::sleep(Duration::from_millis(3)).await;
+                }
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+            if let Err(e) = self.dispatch_once().await {
+                tracing::warn!(error = %e, "dispatcher pass failed");
+            }
+        }
+    }
+
+    /// Delivers what is due on every server, one batch per server at a time, in parallel.
+    pub async fn dispatch_once(&self) -> Result<()> {
+        let servers = self.store.servers_with_due_jobs(now_ms()).await?;
+        let work = servers.iter().filter(|s| !self.is_paused(s)).map(|s| self.deliver(s));
+        for r in futures::future::join_all(work).await {
+            r?;
+        }
+        Ok(())
+    }
+
+    async fn deliver(&self, server_name: &str) -> Result<()> {
+        let Some(server) = self.store.server(server_name).await? else { return Ok(()) };
+        loop {
+            let due = self.store.due_jobs(server_name, now_ms(), BATCH as i64).await?;
+            if due.is_empty() || !self.take_budget(server_name) {
+                return Ok(());
+            }
+            let full = due.len() == BATCH;
+            self.deliver_batch(&server, &due).await?;
+            if !full || self.is_paused(server_name) {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn deliver_batch(&self, server: &Server, due: &[Job]) -> Result<()> {
+        let subs: Vec<Submission> = due.iter().map(submission).collect();
+        match self.client.submit(&server.agent_url, &server.agent_password, &subs).await {
+            Ok(ids) => {
+                for (job, id) in due.iter().zip(ids) {
+                    self.store.mark_delivered(&job.name, &id).await?;
+                }
+                tracing::debug!(server = %server.name, jobs = due.len(), "delivered");
+            }
+            Err(AgentError::Limited(wait)) => {
+                tracing::info!(server = %server.name, wait_s = wait.as_secs(), "agent rate limit; holding jobs");
+                self.pause(&server.name, wait);
+            }
+            Err(AgentError::Rejected { status, message, index }) if status == 400 || status == 422 => {
+                let bad: Vec<usize> = match index {
+                    Some(i) if i < due.len() => vec![i],
+                    _ => (0..due.len()).collect(),
+                };
+                for i in bad {
+                    let msg = format!("agent rejected the job: {message}");
+                    self.fail(&server.name, &due[i], &msg).await?;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(server = %server.name, error = %e, "delivery failed; will retry");
+                let now = now_ms();
+                for job in due {
+                    let backoff = backoff_ms(job.retry_count);
+                    self.store.mark_retry(&job.name, now + backoff, &e.to_string()).await?;
+                }
+                self.pause(&server.name, Duration::from_millis(500));
+            }
+        }
+        Ok(())
+    }
+
+    async fn fail(&self, server: &str, job: &Job, message: &str) -> Result<()> {
+        let u = JobUpdate {
+            name: job.name.clone(),
+            agent_id: None,
+            status: job_status::FAILURE,
+            steps: serde_json::from_str(&job.steps).unwrap_or_else(|_| json!([])),
+            result: None,
+            error: Some(message.to_string()),
+            started: None,
+            ended: Some(now_ms()),
+            duration_ms: None,
+        };
+        self.store.apply_update(server, &u).await?;
+        Ok(())
+    }
+
+    async fn poll_loop(self: Arc<Self>, shutdown: Shutdown) {
+        let stop = shutdown.wait();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = tokio::time::sleep(self.poll_interval) => {}
+            }
+            if let Err(e) = self.poll_once().await {
+                tracing::warn!(error = %e, "poller pass failed");
+            }
+        }
+    }
+
+    /// Reads back every server's unfinished jobs, up to one batch per server.
+    pub async fn poll_once(&self) -> Result<()> {
+        let servers = self.store.servers().await?;
+        let work = servers.iter().filter(|s| !self.is_paused(&s.name)).map(|s| self.poll_server(s));
+        for r in futures::future::join_all(work).await {
+            r?;
+        }
+        Ok(())
+    }
+
+    async fn poll_server(&self, server: &Server) -> Result<()> {
+        let active = self.store.active_jobs(&server.name, BATCH as i64).await?;
+        if active.is_empty() || !self.take_budget(&server.name) {
+            return Ok(());
+        }
+        let by_id: HashMap<String, String> =
+            active.iter().filter_map(|j| Some((j.agent_id.clone()?, j.name.clone()))).collect();
+        let ids: Vec<String> = by_id.keys().cloned().collect();
+        match self.client.jobs(&server.agent_url, &server.agent_password, &ids).await {
+            Ok(list) => {
+                let n = self.apply(&server.name, &list, |id| by_id.get(id).cloned()).await?;
+                tracing::debug!(server = %server.name, polled = ids.len(), changed = n, "polled");
+                let names: Vec<String> = active.into_iter().map(|j| j.name).collect();
+                self.store.mark_polled(&names, now_ms()).await?;
+            }
+            Err(AgentError::Limited(wait)) => self.pause(&server.name, wait),
+            Err(e) => {
+                tracing::debug!(server = %server.name, error = %e, "poll failed");
+                self.pause(&server.name, Duration::from_millis(500));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies job JSON from an agent (push or poll); returns how many changed something.
+    pub async fn apply(&self, server: &str, jobs: &[Value], name_of_id: impl Fn(&str) -> Option<String>) -> Result<usize> {
+        let mut changed = 0;
+        for v in jobs {
+            if let Some(u) = parse_job(v, &name_of_id)
+                && self.store.apply_update(server, &u).await?
+            {
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+}
+
+/// What the agent receives for a job. New Site gets a fresh admin password here, at delivery:
+/// it is never stored by Press, and a redelivery is deduplicated by the agent anyway.
+fn submission(job: &Job) -> Submission {
+    let mut data: Value = serde_json::from_str(&job.request_data).unwrap_or_else(|_| json!({}));
+    if job.job_type == job_type::NEW_SITE
+        && let Some(o) = data.as_object_mut()
+    {
+        o.insert("admin_password".into(), Value::String(random_token(16)));
+    }
+    Submission {
+        agent_job_id: job.name.clone(),
+        job_type: job.job_type.clone(),
+        data,
+    }
+}
+
+/// 0.5 s, 1 s, 2 s, ... capped at 30 s.
+fn backoff_ms(retries: i64) -> i64 {
+    let exp = retries.clamp(0, 6) as u32;
+    (500i64 << exp).min(30_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff_ms(0), 500);
+        assert_eq!(backoff_ms(1), 1000);
+        assert_eq!(backoff_ms(10), 30_000);
+    }
+}

@@ -1,0 +1,852 @@
+//! All of Press's SQL, portable between SQLite and PostgreSQL (`$1` placeholders, sqlx `Any`).
+//! Handlers and the dispatcher call these functions and never write SQL themselves.
+
+use crate::domain::{self, job_status};
+use crate::error::{Error, Result};
+use pressoir_core::clock::now_ms;
+use pressoir_core::db::{Db, is_unique_violation};
+use serde_json::{Value, json};
+use sqlx::{Any, FromRow, Transaction};
+
+static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Clone)]
+pub struct Store {
+    pub db: Db,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct User {
+    pub name: String,
+    pub full_name: String,
+    pub password_hash: String,
+    pub is_admin: i64,
+    pub enabled: i64,
+    pub default_team: Option<String>,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct Team {
+    pub name: String,
+    pub title: String,
+    pub owner: String,
+    pub enabled: i64,
+    pub created: i64,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct Session {
+    pub user_name: String,
+    pub csrf_token: String,
+    pub expires: i64,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct Plan {
+    pub name: String,
+    pub price_cents: i64,
+    pub currency: String,
+    pub cpu_time_per_day: i64,
+    pub max_database_mb: i64,
+    pub max_storage_mb: i64,
+    pub billing_code: String,
+    pub is_trial: i64,
+    pub enabled: i64,
+    pub idx: i64,
+}
+
+#[derive(Clone, FromRow)]
+pub struct Server {
+    pub name: String,
+    pub title: String,
+    pub team: String,
+    pub status: String,
+    pub agent_url: String,
+    pub agent_password: String,
+    pub use_for_new_sites: i64,
+    pub created: i64,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("name", &self.name).field("agent_url", &self.agent_url).finish()
+    }
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct Bench {
+    pub server: String,
+    pub name: String,
+    pub apps: String,
+    pub status: String,
+}
+
+impl Bench {
+    pub fn app_list(&self) -> Vec<String> {
+        serde_json::from_str(&self.apps).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct Site {
+    pub id: String,
+    pub name: String,
+    pub subdomain: String,
+    pub domain: String,
+    pub team: String,
+    pub plan: String,
+    pub server: String,
+    pub bench: String,
+    pub status: String,
+    pub apps: String,
+    pub config: String,
+    pub created: i64,
+    pub modified: i64,
+}
+
+impl Site {
+    pub fn app_list(&self) -> Vec<String> {
+        serde_json::from_str(&self.apps).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct Job {
+    pub name: String,
+    pub server: String,
+    pub site_id: Option<String>,
+    pub site_name: Option<String>,
+    pub team: String,
+    pub job_type: String,
+    pub request_data: String,
+    pub status: String,
+    pub agent_id: Option<String>,
+    pub steps: String,
+    pub result: Option<String>,
+    pub error: Option<String>,
+    pub retry_count: i64,
+    pub next_retry_at: i64,
+    pub created: i64,
+    pub started: Option<i64>,
+    pub ended: Option<i64>,
+    pub duration_ms: Option<i64>,
+}
+
+/// A job to record together with the site change that needs it.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub server: String,
+    pub job_type: String,
+    pub data: Value,
+    /// Step names known before the agent answers, shown as Pending.
+    pub steps: Vec<String>,
+}
+
+/// What an agent reported about one job (GET or push), already parsed.
+#[derive(Debug, Clone)]
+pub struct JobUpdate {
+    pub name: String,
+    pub agent_id: Option<String>,
+    pub status: &'static str,
+    pub steps: Value,
+    pub result: Option<Value>,
+    pub error: Option<String>,
+    pub started: Option<i64>,
+    pub ended: Option<i64>,
+    pub duration_ms: Option<i64>,
+}
+
+const SITE_COLS: &str = "id, name, subdomain, domain, team, plan, server, bench, status, apps, config, created, modified";
+const JOB_COLS: &str = "name, server, site_id, site_name, team, job_type, request_data, status, agent_id, steps, result, error, retry_count, next_retry_at, created, started, ended, duration_ms";
+const SERVER_COLS: &str = "name, title, team, status, agent_url, agent_password, use_for_new_sites, created";
+const PLAN_COLS: &str = "name, price_cents, currency, cpu_time_per_day, max_database_mb, max_storage_mb, billing_code, is_trial, enabled, idx";
+
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+fn steps_json(steps: &[String]) -> String {
+    Value::Array(
+        steps
+            .iter()
+            .map(|s| json!({"name": s, "status": "Pending", "started_at": null, "ended_at": null, "duration_ms": null, "output": ""}))
+            .collect(),
+    )
+    .to_string()
+}
+
+impl Store {
+    pub async fn open(db: Db) -> Result<Store> {
+        db.migrate(&SQLITE, &POSTGRES).await?;
+        Ok(Store { db })
+    }
+
+    // ---------- users, teams, sessions, keys ----------
+
+    pub async fn user(&self, name: &str) -> Result<Option<User>> {
+        Ok(sqlx::query_as::<Any, User>(
+            "SELECT name, full_name, password_hash, is_admin, enabled, default_team FROM users WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.db.pool)
+        .await?)
+    }
+
+    /// Creates a team and its owner's membership; 409 when the name is taken.
+    pub async fn create_team(&self, name: &str, title: &str, owner: &str) -> Result<()> {
+        let mut tx = self.db.pool.begin().await?;
+        let r = sqlx::query("INSERT INTO teams (name, title, owner, enabled, created) VALUES ($1, $2, $3, 1, $4)")
+            .bind(name)
+            .bind(title)
+            .bind(owner)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await;
+        dup(r, || format!("team '{name}' already exists"))?;
+        add_member_tx(&mut tx, name, owner).await?;
+        sqlx::query("UPDATE users SET default_team = $1 WHERE name = $2 AND default_team IS NULL")
+            .bind(name)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn create_user(&self, name: &str, full_name: &str, password_hash: &str, is_admin: bool) -> Result<()> {
+        let r = sqlx::query(
+            "INSERT INTO users (name, full_name, password_hash, is_admin, enabled, default_team, created) VALUES ($1, $2, $3, $4, 1, NULL, $5)",
+        )
+        .bind(name)
+        .bind(full_name)
+        .bind(password_hash)
+        .bind(is_admin as i64)
+        .bind(now_ms())
+        .execute(&self.db.pool)
+        .await;
+        dup(r, || format!("user '{name}' already exists"))?;
+        Ok(())
+    }
+
+    pub async fn set_password(&self, name: &str, password_hash: &str) -> Result<()> {
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE name = $2")
+            .bind(password_hash)
+            .bind(name)
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn add_member(&self, team: &str, user: &str) -> Result<()> {
+        let mut tx = self.db.pool.begin().await?;
+        add_member_tx(&mut tx, team, user).await?;
+        sqlx::query("UPDATE users SET default_team = $1 WHERE name = $2 AND default_team IS NULL")
+            .bind(team)
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn team(&self, name: &str) -> Result<Option<Team>> {
+        Ok(sqlx::query_as::<Any, Team>("SELECT name, title, owner, enabled, created FROM teams WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.db.pool)
+            .await?)
+    }
+
+    pub async fn teams(&self) -> Result<Vec<Team>> {
+        Ok(sqlx::query_as::<Any, Team>("SELECT name, title, owner, enabled, created FROM teams ORDER BY name")
+            .fetch_all(&self.db.pool)
+            .await?)
+    }
+
+    pub async fn teams_of(&self, user: &str) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as("SELECT team FROM team_members WHERE user_name = $1 ORDER BY team")
+            .bind(user)
+            .fetch_all(&self.db.pool)
+            .await?;
+        Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+
+    pub async fn is_member(&self, team: &str, user: &str) -> Result<bool> {
+        let r: Option<(String,)> = sqlx::query_as("SELECT team FROM team_members WHERE team = $1 AND user_name = $2")
+            .bind(team)
+            .bind(user)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        Ok(r.is_some())
+    }
+
+    pub async fn create_session(&self, sid_hash: &str, user: &str, csrf: &str, expires: i64) -> Result<()> {
+        sqlx::query("INSERT INTO sessions (sid_hash, user_name, csrf_token, expires, created) VALUES ($1, $2, $3, $4, $5)")
+            .bind(sid_hash)
+            .bind(user)
+            .bind(csrf)
+            .bind(expires)
+            .bind(now_ms())
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn session(&self, sid_hash: &str) -> Result<Option<Session>> {
+        Ok(sqlx::query_as::<Any, Session>("SELECT user_name, csrf_token, expires FROM sessions WHERE sid_hash = $1")
+            .bind(sid_hash)
+            .fetch_optional(&self.db.pool)
+            .await?)
+    }
+
+    pub async fn delete_session(&self, sid_hash: &str) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE sid_hash = $1").bind(sid_hash).execute(&self.db.pool).await?;
+        Ok(())
+    }
+
+    pub async fn purge_sessions(&self, now: i64) -> Result<u64> {
+        let r = sqlx::query("DELETE FROM sessions WHERE expires < $1").bind(now).execute(&self.db.pool).await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Sets (or replaces) the user's API key; returns the key, kept when it existed.
+    pub async fn set_api_secret(&self, user: &str, new_key: &str, secret_hash: &str) -> Result<String> {
+        let mut tx = self.db.pool.begin().await?;
+        sqlx::query("UPDATE users SET enabled = enabled WHERE name = $1").bind(user).execute(&mut *tx).await?;
+        let existing: Option<(String,)> = sqlx::query_as("SELECT api_key FROM api_keys WHERE user_name = $1")
+            .bind(user)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let key = match existing {
+            Some((k,)) => {
+                sqlx::query("UPDATE api_keys SET secret_hash = $1 WHERE api_key = $2")
+                    .bind(secret_hash)
+                    .bind(&k)
+                    .execute(&mut *tx)
+                    .await?;
+                k
+            }
+            None => {
+                sqlx::query("INSERT INTO api_keys (api_key, user_name, secret_hash, created) VALUES ($1, $2, $3, $4)")
+                    .bind(new_key)
+                    .bind(user)
+                    .bind(secret_hash)
+                    .bind(now_ms())
+                    .execute(&mut *tx)
+                    .await?;
+                new_key.to_string()
+            }
+        };
+        tx.commit().await?;
+        Ok(key)
+    }
+
+    /// `(user, secret_hash)` of an API key.
+    pub async fn api_key(&self, key: &str) -> Result<Option<(String, String)>> {
+        Ok(sqlx::query_as("SELECT user_name, secret_hash FROM api_keys WHERE api_key = $1")
+            .bind(key)
+            .fetch_optional(&self.db.pool)
+            .await?)
+    }
+
+    // ---------- plans, servers, benches ----------
+
+    pub async fn upsert_plan(&self, p: &Plan) -> Result<()> {
+        let exists = self.plan(&p.name).await?.is_some();
+        let sql = if exists {
+            "UPDATE plans SET price_cents = $2, currency = $3, cpu_time_per_day = $4, max_database_mb = $5, max_storage_mb = $6, billing_code = $7, is_trial = $8, enabled = $9, idx = $10 WHERE name = $1"
+        } else {
+            "INSERT INTO plans (name, price_cents, currency, cpu_time_per_day, max_database_mb, max_storage_mb, billing_code, is_trial, enabled, idx) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        };
+        sqlx::query(sql)
+            .bind(&p.name)
+            .bind(p.price_cents)
+            .bind(&p.currency)
+            .bind(p.cpu_time_per_day)
+            .bind(p.max_database_mb)
+            .bind(p.max_storage_mb)
+            .bind(&p.billing_code)
+            .bind(p.is_trial)
+            .bind(p.enabled)
+            .bind(p.idx)
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn plan(&self, name: &str) -> Result<Option<Plan>> {
+        Ok(sqlx::query_as::<Any, Plan>(&format!("SELECT {PLAN_COLS} FROM plans WHERE name = $1"))
+            .bind(name)
+            .fetch_optional(&self.db.pool)
+            .await?)
+    }
+
+    pub async fn plans(&self) -> Result<Vec<Plan>> {
+        Ok(sqlx::query_as::<Any, Plan>(&format!("SELECT {PLAN_COLS} FROM plans WHERE enabled = 1 ORDER BY idx, name"))
+            .fetch_all(&self.db.pool)
+            .await?)
+    }
+
+    /// Inserts a server, or for `update = true` refreshes an existing one's URL and password.
+    pub async fn put_server(&self, s: &Server, update: bool) -> Result<()> {
+        let mut tx = self.db.pool.begin().await?;
+        let exists: Option<(String,)> = sqlx::query_as("SELECT name FROM servers WHERE name = $1")
+            .bind(&s.name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        match (exists, update) {
+            (Some(_), false) => return Err(Error::duplicate(format!("server '{}' already exists", s.name))),
+            (Some(_), true) => {
+                sqlx::query("UPDATE servers SET agent_url = $1, agent_password = $2 WHERE name = $3")
+                    .bind(&s.agent_url)
+                    .bind(&s.agent_password)
+                    .bind(&s.name)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            (None, _) => {
+                let r = sqlx::query(&format!("INSERT INTO servers ({SERVER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))
+                    .bind(&s.name)
+                    .bind(&s.title)
+                    .bind(&s.team)
+                    .bind(&s.status)
+                    .bind(&s.agent_url)
+                    .bind(&s.agent_password)
+                    .bind(s.use_for_new_sites)
+                    .bind(s.created)
+                    .execute(&mut *tx)
+                    .await;
+                dup(r, || format!("server '{}' already exists", s.name))?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn server(&self, name: &str) -> Result<Option<Server>> {
+        Ok(sqlx::query_as::<Any, Server>(&format!("SELECT {SERVER_COLS} FROM servers WHERE name = $1"))
+            .bind(name)
+            .fetch_optional(&self.db.pool)
+            .await?)
+    }
+
+    pub async fn servers(&self) -> Result<Vec<Server>> {
+        Ok(sqlx::query_as::<Any, Server>(&format!("SELECT {SERVER_COLS} FROM servers WHERE status <> 'Archived' ORDER BY created, name"))
+            .fetch_all(&self.db.pool)
+            .await?)
+    }
+
+    pub async fn put_bench(&self, server: &str, name: &str, apps: &[String]) -> Result<()> {
+        let apps = serde_json::to_string(apps).unwrap_or_else(|_| "[]".into());
+        let r = sqlx::query("UPDATE benches SET apps = $1 WHERE server = $2 AND name = $3")
+            .bind(&apps)
+            .bind(server)
+            .bind(name)
+            .execute(&self.db.pool)
+            .await?;
+        if r.rows_affected() == 0 {
+            sqlx::query("INSERT INTO benches (server, name, apps, status, created) VALUES ($1, $2, $3, 'Active', $4)")
+                .bind(server)
+                .bind(name)
+                .bind(&apps)
+                .bind(now_ms())
+                .execute(&self.db.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn benches(&self, server: &str) -> Result<Vec<Bench>> {
+        Ok(sqlx::query_as::<Any, Bench>(
+            "SELECT server, name, apps, status FROM benches WHERE server = $1 AND status = 'Active' ORDER BY created, name",
+        )
+        .bind(server)
+        .fetch_all(&self.db.pool)
+        .await?)
+    }
+
+    /// Sites on a server and its jobs waiting and running, for `server.status`.
+    pub async fn server_counts(&self, server: &str) -> Result<(i64, i64, i64)> {
+        let (sites,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM sites WHERE server = $1 AND status <> 'Archived'")
+            .bind(server)
+            .fetch_one(&self.db.pool)
+            .await?;
+        let (pending,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE server = $1 AND status IN ('Undelivered', 'Pending')")
+                .bind(server)
+                .fetch_one(&self.db.pool)
+                .await?;
+        let (running,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE server = $1 AND status = 'Running'")
+            .bind(server)
+            .fetch_one(&self.db.pool)
+            .await?;
+        Ok((sites, pending, running))
+    }
+
+    // ---------- sites and jobs ----------
+
+    /// Stores a new site and its New Site job in one transaction; 409 when the name is live.
+    pub async fn insert_site(&self, site: &Site, job: &NewJob) -> Result<String> {
+        let mut tx = self.db.pool.begin().await?;
+        let r = sqlx::query(&format!(
+            "INSERT INTO sites ({SITE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        ))
+        .bind(&site.id)
+        .bind(&site.name)
+        .bind(&site.subdomain)
+        .bind(&site.domain)
+        .bind(&site.team)
+        .bind(&site.plan)
+        .bind(&site.server)
+        .bind(&site.bench)
+        .bind(&site.status)
+        .bind(&site.apps)
+        .bind(&site.config)
+        .bind(site.created)
+        .bind(site.modified)
+        .execute(&mut *tx)
+        .await;
+        dup(r, || format!("Site {} already exists", site.name))?;
+        let name = insert_job_tx(&mut tx, job, site).await?;
+        event_tx(&mut tx, "Site Status Update", site, &site.status).await?;
+        tx.commit().await?;
+        Ok(name)
+    }
+
+    /// Records a job for an existing site if the site is still in one of `allowed` states and
+    /// has no unfinished job of the same type; both checks and the insert are one transaction.
+    pub async fn queue_site_job(&self, site: &Site, job: &NewJob, allowed: &[&str]) -> Result<String> {
+        let mut tx = self.db.pool.begin().await?;
+        // Touch the row first so a concurrent transaction on the same site serialises behind this one.
+        sqlx::query("UPDATE sites SET modified = $1 WHERE id = $2")
+            .bind(now_ms())
+            .bind(&site.id)
+            .execute(&mut *tx)
+            .await?;
+        let current: Option<(String,)> = sqlx::query_as("SELECT status FROM sites WHERE id = $1")
+            .bind(&site.id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some((status,)) = current else {
+            return Err(Error::not_found(format!("Site {} not found", site.name)));
+        };
+        if !allowed.contains(&status.as_str()) {
+            return Err(Error::validation(format!("Site is in {status} state")));
+        }
+        let busy: Option<(String,)> = sqlx::query_as(
+            "SELECT name FROM jobs WHERE site_id = $1 AND job_type = $2 AND status NOT IN ('Success', 'Failure')",
+        )
+        .bind(&site.id)
+        .bind(&job.job_type)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if busy.is_some() && job.job_type == domain::job_type::ARCHIVE_SITE {
+            return Err(Error::validation(format!("Site {} is already being archived", site.name)));
+        }
+        let name = insert_job_tx(&mut tx, job, site).await?;
+        tx.commit().await?;
+        Ok(name)
+    }
+
+    /// The live site of that name, else its latest archived one; scoped to `team` when given.
+    pub async fn site(&self, team: Option<&str>, name: &str) -> Result<Option<Site>> {
+        let sql = match team {
+            Some(_) => format!(
+                "SELECT {SITE_COLS} FROM sites WHERE name = $1 AND team = $2 ORDER BY CASE WHEN status = 'Archived' THEN 1 ELSE 0 END, created DESC LIMIT 1"
+            ),
+            None => format!(
+                "SELECT {SITE_COLS} FROM sites WHERE name = $1 ORDER BY CASE WHEN status = 'Archived' THEN 1 ELSE 0 END, created DESC LIMIT 1"
+            ),
+        };
+        let q = sqlx::query_as::<Any, Site>(&sql).bind(name);
+        let q = match team {
+            Some(t) => q.bind(t),
+            None => q,
+        };
+        Ok(q.fetch_optional(&self.db.pool).await?)
+    }
+
+    pub async fn site_by_id(&self, id: &str) -> Result<Option<Site>> {
+        Ok(sqlx::query_as::<Any, Site>(&format!("SELECT {SITE_COLS} FROM sites WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.db.pool)
+            .await?)
+    }
+
+    /// A team's sites, newest first; `status` filters, otherwise every non-archived site.
+    pub async fn sites(&self, team: &str, status: Option<&str>, start: i64, limit: i64) -> Result<Vec<Site>> {
+        let sql = match status {
+            Some(_) => format!("SELECT {SITE_COLS} FROM sites WHERE team = $1 AND status = $2 ORDER BY created DESC, id DESC LIMIT $3 OFFSET $4"),
+            None => format!("SELECT {SITE_COLS} FROM sites WHERE team = $1 AND status <> $2 ORDER BY created DESC, id DESC LIMIT $3 OFFSET $4"),
+        };
+        Ok(sqlx::query_as::<Any, Site>(&sql)
+            .bind(team)
+            .bind(status.unwrap_or("Archived"))
+            .bind(limit)
+            .bind(start)
+            .fetch_all(&self.db.pool)
+            .await?)
+    }
+
+    pub async fn site_jobs(&self, site_id: &str, start: i64, limit: i64) -> Result<Vec<Job>> {
+        Ok(sqlx::query_as::<Any, Job>(&format!(
+            "SELECT {JOB_COLS} FROM jobs WHERE site_id = $1 ORDER BY created DESC, name DESC LIMIT $2 OFFSET $3"
+        ))
+        .bind(site_id)
+        .bind(limit)
+        .bind(start)
+        .fetch_all(&self.db.pool)
+        .await?)
+    }
+
+    pub async fn job(&self, name: &str) -> Result<Option<Job>> {
+        Ok(sqlx::query_as::<Any, Job>(&format!("SELECT {JOB_COLS} FROM jobs WHERE name = $1"))
+            .bind(name)
+            .fetch_optional(&self.db.pool)
+            .await?)
+    }
+
+    // ---------- the dispatcher's side ----------
+
+    /// Undelivered jobs of a server whose retry time has come, oldest first.
+    pub async fn due_jobs(&self, server: &str, now: i64, limit: i64) -> Result<Vec<Job>> {
+        Ok(sqlx::query_as::<Any, Job>(&format!(
+            "SELECT {JOB_COLS} FROM jobs WHERE server = $1 AND status = 'Undelivered' AND next_retry_at <= $2 ORDER BY name LIMIT $3"
+        ))
+        .bind(server)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.db.pool)
+        .await?)
+    }
+
+    /// Servers with undelivered jobs due now.
+    pub async fn servers_with_due_jobs(&self, now: i64) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT DISTINCT server FROM jobs WHERE status = 'Undelivered' AND next_retry_at <= $1")
+                .bind(now)
+                .fetch_all(&self.db.pool)
+                .await?;
+        Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+
+    /// The agent accepted the job: remember its id; never moves a job backwards.
+    pub async fn mark_delivered(&self, name: &str, agent_id: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE jobs SET agent_id = $1, status = 'Pending', modified = $2, error = NULL WHERE name = $3 AND status = 'Undelivered'",
+        )
+        .bind(agent_id)
+        .bind(now_ms())
+        .bind(name)
+        .execute(&self.db.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn mark_retry(&self, name: &str, next_at: i64, error: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE jobs SET retry_count = retry_count + 1, next_retry_at = $1, error = $2, modified = $3 WHERE name = $4 AND status = 'Undelivered'",
+        )
+        .bind(next_at)
+        .bind(error)
+        .bind(now_ms())
+        .bind(name)
+        .execute(&self.db.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Delivered, unfinished jobs of a server, least recently polled first.
+    pub async fn active_jobs(&self, server: &str, limit: i64) -> Result<Vec<Job>> {
+        Ok(sqlx::query_as::<Any, Job>(&format!(
+            "SELECT {JOB_COLS} FROM jobs WHERE server = $1 AND status IN ('Pending', 'Running') AND agent_id IS NOT NULL ORDER BY polled_at, name LIMIT $2"
+        ))
+        .bind(server)
+        .bind(limit)
+        .fetch_all(&self.db.pool)
+        .await?)
+    }
+
+    pub async fn mark_polled(&self, names: &[String], now: i64) -> Result<()> {
+        let mut tx = self.db.pool.begin().await?;
+        for n in names {
+            sqlx::query("UPDATE jobs SET polled_at = $1 WHERE name = $2").bind(now).bind(n).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Applies what the agent reported, and what it means for the site, in one transaction.
+    /// Returns false when the job is unknown on `server` or the update changes nothing.
+    pub async fn apply_update(&self, server: &str, u: &JobUpdate) -> Result<bool> {
+        let mut tx = self.db.pool.begin().await?;
+        // Write first: takes SQLite's write lock (and PostgreSQL's row lock) before reading, so a
+        // push and a poll applying the same job serialise instead of failing on a stale snapshot.
+        sqlx::query("UPDATE jobs SET polled_at = polled_at WHERE name = $1")
+            .bind(&u.name)
+            .execute(&mut *tx)
+            .await?;
+        let job = sqlx::query_as::<Any, Job>(&format!("SELECT {JOB_COLS} FROM jobs WHERE name = $1 AND server = $2"))
+            .bind(&u.name)
+            .bind(server)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(job) = job else { return Ok(false) };
+        if job_status::is_terminal(&job.status) || job_status::rank(u.status) < job_status::rank(&job.status) {
+            return Ok(false);
+        }
+        let steps = u.steps.to_string();
+        if job.status == u.status && job.steps == steps {
+            return Ok(false);
+        }
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE jobs SET status = $1, steps = $2, result = $3, error = $4, started = $5, ended = $6, duration_ms = $7, agent_id = COALESCE(agent_id, $8), modified = $9 WHERE name = $10",
+        )
+        .bind(u.status)
+        .bind(&steps)
+        .bind(u.result.as_ref().map(|v| v.to_string()))
+        .bind(u.error.clone())
+        .bind(u.started)
+        .bind(u.ended)
+        .bind(u.duration_ms)
+        .bind(u.agent_id.clone())
+        .bind(now)
+        .bind(&u.name)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(site_id) = &job.site_id {
+            let site = sqlx::query_as::<Any, Site>(&format!("SELECT {SITE_COLS} FROM sites WHERE id = $1"))
+                .bind(site_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(site) = site {
+                apply_site_effects(&mut tx, &job, u.status, &site, now).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Site events not yet handed to the webhook sender, oldest first (issue 7 reads these).
+    pub async fn pending_events(&self, limit: i64) -> Result<Vec<(String, String, String, String)>> {
+        Ok(sqlx::query_as(
+            "SELECT id, event, team, payload FROM site_events WHERE delivered = 0 ORDER BY created, id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.db.pool)
+        .await?)
+    }
+}
+
+async fn apply_site_effects(tx: &mut Transaction<'_, Any>, job: &Job, status: &str, site: &Site, now: i64) -> Result<()> {
+    use domain::job_type as t;
+    if let Some(next) = domain::site_status_after(&job.job_type, status, &site.status) {
+        // An archived name frees its slot; a live site reusing it meanwhile keeps it.
+        sqlx::query("UPDATE sites SET status = $1, modified = $2 WHERE id = $3")
+            .bind(next)
+            .bind(now)
+            .bind(&site.id)
+            .execute(&mut **tx)
+            .await?;
+        event_tx(tx, "Site Status Update", site, next).await?;
+    }
+    if status != job_status::SUCCESS {
+        return Ok(());
+    }
+    let data: Value = serde_json::from_str(&job.request_data).unwrap_or(Value::Null);
+    match job.job_type.as_str() {
+        t::INSTALL_APP | t::UNINSTALL_APP => {
+            let app = data["app"].as_str().unwrap_or_default();
+            if let Some(apps) = domain::apps_after(&job.job_type, &site.app_list(), app) {
+                sqlx::query("UPDATE sites SET apps = $1, modified = $2 WHERE id = $3")
+                    .bind(serde_json::to_string(&apps).unwrap_or_default())
+                    .bind(now)
+                    .bind(&site.id)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        t::UPDATE_CONFIG => {
+            let mut config: serde_json::Map<String, Value> = serde_json::from_str(&site.config).unwrap_or_default();
+            if let Some(new) = data["config"].as_object() {
+                for (k, v) in new {
+                    config.insert(k.clone(), v.clone());
+                }
+            }
+            if let Some(remove) = data["remove"].as_array() {
+                for k in remove.iter().filter_map(|k| k.as_str()) {
+                    config.remove(k);
+                }
+            }
+            sqlx::query("UPDATE sites SET config = $1, modified = $2 WHERE id = $3")
+                .bind(Value::Object(config).to_string())
+                .bind(now)
+                .bind(&site.id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+async fn insert_job_tx(tx: &mut Transaction<'_, Any>, job: &NewJob, site: &Site) -> Result<String> {
+    let name = new_id();
+    let now = now_ms();
+    sqlx::query(&format!(
+        "INSERT INTO jobs ({JOB_COLS}, polled_at, modified) VALUES ($1, $2, $3, $4, $5, $6, $7, 'Undelivered', NULL, $8, NULL, NULL, 0, $9, $10, NULL, NULL, NULL, 0, $11)"
+    ))
+    .bind(&name)
+    .bind(&job.server)
+    .bind(&site.id)
+    .bind(&site.name)
+    .bind(&site.team)
+    .bind(&job.job_type)
+    .bind(job.data.to_string())
+    .bind(steps_json(&job.steps))
+    .bind(now)
+    .bind(now)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(name)
+}
+
+async fn event_tx(tx: &mut Transaction<'_, Any>, event: &str, site: &Site, status: &str) -> Result<()> {
+    let payload = json!({
+        "event": event,
+        "data": {"doctype": "Site", "name": site.name, "status": status, "team": site.team, "plan": site.plan},
+    });
+    sqlx::query("INSERT INTO site_events (id, event, team, site_id, payload, created, delivered) VALUES ($1, $2, $3, $4, $5, $6, 0)")
+        .bind(new_id())
+        .bind(event)
+        .bind(&site.team)
+        .bind(&site.id)
+        .bind(payload.to_string())
+        .bind(now_ms())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn add_member_tx(tx: &mut Transaction<'_, Any>, team: &str, user: &str) -> Result<()> {
+    let r = sqlx::query("INSERT INTO team_members (team, user_name) VALUES ($1, $2)")
+        .bind(team)
+        .bind(user)
+        .execute(&mut **tx)
+        .await;
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if is_unique_violation(&e) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn dup<T>(r: std::result::Result<T, sqlx::Error>, msg: impl FnOnce() -> String) -> Result<T> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(e) if is_unique_violation(&e) => Err(Error::duplicate(msg())),
+        Err(e) => Err(e.into()),
+    }
+}

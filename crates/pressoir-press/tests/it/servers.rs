@@ -1,0 +1,59 @@
+use crate::common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn servers_list_status_and_new() {
+    for b in backends() {
+        let cloud = Cloud::start(&b, Opts::default()).await;
+        let admin = cloud.admin().await;
+        let (s, body) = admin.get("press.api.server.list", &[]).await;
+        assert_eq!(s, 200);
+        assert_eq!(body["message"][0]["name"], "app-server-1");
+        assert_eq!(body["message"][0]["status"], "Active");
+        assert!(!body.to_string().contains(AGENT_PW), "no secret in replies");
+
+        let (site, _) = admin.new_site("statussite", &["frappe"]).await;
+        admin.wait_status(&site, "Active", 20).await;
+        // The reference sends a JSON body on a GET.
+        let (s, body) = admin.get_json("press.api.server.status", json!({"server": "app-server-1"})).await;
+        assert_eq!(s, 200, "{body}");
+        let m = &body["message"];
+        assert_eq!(m["status"], "Active");
+        assert_eq!(m["agent"]["reachable"], true, "{m}");
+        assert!(m["agent"]["version"].as_str().is_some_and(|v| !v.is_empty()), "{m}");
+        assert!(m["agent"]["latency_ms"].is_number());
+        assert_eq!(m["sites"], 1);
+        assert_eq!(m["jobs"]["pending"], 0);
+        assert_eq!(m["jobs"]["running"], 0);
+        assert!(!body.to_string().contains(AGENT_PW));
+        let (s, _) = admin.get("press.api.server.status", &[("server", "app-server-1")]).await;
+        assert_eq!(s, 200);
+        let (s, _) = admin.get("press.api.server.status", &[("server", "nope")]).await;
+        assert_eq!(s, 404);
+
+        // A second server: an agent elsewhere (here: one that is down).
+        let (s, body) = admin
+            .post("press.api.server.new", json!({"name": "app-server-2", "agent_url": "http://127.0.0.1:9", "agent_password": "secret-two"}))
+            .await;
+        assert_eq!(s, 200, "{body}");
+        let (s, _) = admin
+            .post("press.api.server.new", json!({"name": "app-server-2", "agent_url": "http://127.0.0.1:9", "agent_password": "x"}))
+            .await;
+        assert_eq!(s, 409);
+        let (s, _) = admin.post("press.api.server.new", json!({"name": "../etc", "agent_url": "http://x", "agent_password": "x"})).await;
+        assert_eq!(s, 400);
+        let (_, body) = admin.get_json("press.api.server.status", json!({"server": "app-server-2"})).await;
+        assert_eq!(body["message"]["agent"]["reachable"], false);
+        let (_, body) = admin.get("press.api.server.list", &[]).await;
+        assert_eq!(body["message"].as_array().unwrap().len(), 2);
+        // A site on the down server waits, undelivered, instead of failing.
+        let (s, body) = admin
+            .post("press.api.site.new", json!({"site": {"name": "waitsite", "apps": ["frappe"], "plan": "Starter", "server": "app-server-2"}}))
+            .await;
+        assert_eq!(s, 200, "{body}");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let (_, body) = admin.get("press.api.site.get", &[("name", "waitsite")]).await;
+        assert_eq!(body["message"]["status"], "Pending");
+        cloud.shutdown().await;
+    }
+}
