@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod agent;
 mod billing;
 mod objects;
 
@@ -15,6 +16,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The agent alone (one per server): the Agent API and its jobs.
+    Agent(agent::AgentArgs),
     /// The billing service (Lago API v1) alone.
     Billing(billing::BillingArgs),
     /// The S3 object storage alone.
@@ -26,6 +29,7 @@ async fn main() -> anyhow::Result<()> {
     pressoir_core::serve::init_tracing();
     let cli = Cli::parse();
     match cli.command {
+        Command::Agent(args) => agent::run(args).await,
         Command::Billing(args) => billing::run(args).await,
         Command::Objects(args) => objects::run(args).await,
     }

@@ -1,0 +1,598 @@
+//! The `local` driver: a bench is `<data-dir>/benches/<bench>/` with `sites/` and
+//! `sites/apps.txt` (the apps it offers); a site is `sites/<name>/` with Frappe's
+//! `site_config.json` and its database, an SQLite file in `sites/<name>/db/` holding the
+//! site's installed apps, users, password hashes and settings (Frappe's own table names).
+
+use super::{Driver, StepContext, StepDone, StepFailed, StepResult};
+use crate::config::Benches;
+use crate::error::Error;
+use crate::job::{JobSpec, NewSite, SiteApp, SiteRef, StepKind, UpdateConfig};
+use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+use futures::future::BoxFuture;
+use pressoir_core::Secret;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection, SqliteConnection};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Marks a site folder with the job that created it, so an interrupted "New Site" step can
+/// tell its own half-finished work from a site that existed before.
+const CREATED_BY: &str = ".created-by-job";
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS "tabInstalled Application" (
+    name TEXT PRIMARY KEY, app_name TEXT NOT NULL UNIQUE, app_version TEXT, creation TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS "tabUser" (
+    name TEXT PRIMARY KEY, first_name TEXT, enabled INTEGER NOT NULL DEFAULT 1, user_type TEXT,
+    creation TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS "__Auth" (
+    doctype TEXT NOT NULL, name TEXT NOT NULL, fieldname TEXT NOT NULL, password TEXT NOT NULL,
+    encrypted INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (doctype, name, fieldname));
+CREATE TABLE IF NOT EXISTS "tabSingles" (
+    doctype TEXT NOT NULL, field TEXT NOT NULL, value TEXT, PRIMARY KEY (doctype, field));
+"#;
+
+pub struct LocalDriver {
+    root: PathBuf,
+}
+
+fn io_err(what: &str) -> impl Fn(std::io::Error) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(format!("step task failed: {e}")))
+}
+
+/// Writes a file so that it is either the old or the new content, never half of it: a
+/// temporary file beside it, fsync, rename over, fsync of the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp-{:016x}", rand::random::<u64>()));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// `site_config.json` as Frappe writes it: sorted keys, one-space indent.
+fn config_bytes(config: &Map<String, Value>) -> Vec<u8> {
+    let sorted: std::collections::BTreeMap<&String, &Value> = config.iter().collect();
+    let mut out = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b" ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+    let _ = serde::Serialize::serialize(&sorted, &mut ser);
+    out
+}
+
+fn read_config(site_dir: &Path, site: &SiteRef) -> Result<Map<String, Value>, String> {
+    let path = site_dir.join("site_config.json");
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!(
+                "site '{}' does not exist on bench '{}'",
+                site.name, site.bench
+            ));
+        }
+        Err(e) => return Err(format!("cannot read site_config.json: {e}")),
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err("site_config.json is not a JSON object".into()),
+    }
+}
+
+fn now_text() -> String {
+    pressoir_core::clock::rfc3339_ms(pressoir_core::clock::now_ms())
+}
+
+/// Lines of what a step did; secrets are written as `***`.
+#[derive(Default)]
+struct Log(Vec<String>);
+
+impl Log {
+    fn line(&mut self, s: impl Into<String>) {
+        self.0.push(s.into());
+    }
+    fn text(&self) -> String {
+        self.0.join("\n")
+    }
+    fn fail(&self, reason: impl Into<String>) -> StepFailed {
+        let reason = reason.into();
+        let mut out = self.0.clone();
+        out.push(format!("error: {reason}"));
+        StepFailed::new(out.join("\n"), reason)
+    }
+    fn done(&self, result: Option<Value>) -> StepResult {
+        Ok(StepDone {
+            output: self.text(),
+            result,
+        })
+    }
+}
+
+impl LocalDriver {
+    /// Creates `<data_dir>/benches/<bench>/sites/` for every bench, with its `apps.txt`.
+    pub fn new(data_dir: &Path, benches: &Benches) -> Result<LocalDriver, Error> {
+        let root = data_dir.join("benches");
+        for (bench, apps) in benches.iter() {
+            let sites = root.join(bench.as_str()).join("sites");
+            std::fs::create_dir_all(sites.join("archived"))
+                .map_err(Error::io(format!("create {}", sites.display())))?;
+            let list: String = apps.iter().map(|a| format!("{a}\n")).collect();
+            write_atomic(&sites.join("apps.txt"), list.as_bytes())
+                .map_err(Error::io("write apps.txt"))?;
+            let common = sites.join("common_site_config.json");
+            if !common.exists() {
+                write_atomic(&common, b"{}").map_err(Error::io("write common_site_config.json"))?;
+            }
+        }
+        Ok(LocalDriver { root })
+    }
+
+    fn sites_dir(&self, site: &SiteRef) -> PathBuf {
+        self.root.join(site.bench.as_str()).join("sites")
+    }
+
+    fn site_dir(&self, site: &SiteRef) -> PathBuf {
+        self.sites_dir(site).join(site.name.as_str())
+    }
+
+    async fn open_db(path: &Path, create: bool) -> Result<SqliteConnection, String> {
+        SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(create)
+            .journal_mode(SqliteJournalMode::Delete)
+            .synchronous(SqliteSynchronous::Normal)
+            .disable_statement_logging()
+            .connect()
+            .await
+            .map_err(|e| format!("cannot open the site database: {e}"))
+    }
+
+    /// Opens an existing site's database.
+    async fn site_db(&self, site: &SiteRef) -> Result<SqliteConnection, String> {
+        let dir = self.site_dir(site);
+        let s = site.clone();
+        let config = blocking(move || read_config(&dir, &s)).await?;
+        let db_name = config
+            .get("db_name")
+            .and_then(Value::as_str)
+            .ok_or("site_config.json has no db_name")?;
+        let path = self.site_dir(site).join("db").join(format!("{db_name}.db"));
+        if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            return Err(format!("the database of site '{}' is missing", site.name));
+        }
+        Self::open_db(&path, false).await
+    }
+
+    async fn new_site(&self, n: &NewSite, ctx: StepContext) -> StepResult {
+        let mut log = Log::default();
+        let site = &n.site;
+        let sites = self.sites_dir(site);
+        let dir = self.site_dir(site);
+        let job = ctx.job_id.to_string();
+        let db_name = format!(
+            "_{}",
+            &hex::encode(Sha256::digest(dir.to_string_lossy().as_bytes()))[..16]
+        );
+        let result =
+            json!({"site": site.name.as_str(), "bench": site.bench.as_str(), "db_name": db_name});
+        // Is it there already, and whose is it?
+        let (d, j) = (dir.clone(), job.clone());
+        let existing = blocking(move || match std::fs::read_to_string(d.join(CREATED_BY)) {
+            Ok(by) => Ok(Some(by.trim() == j)),
+            Err(_) if d.exists() => Ok(Some(false)),
+            Err(_) => Ok(None),
+        })
+        .await
+        .map_err(|e| log.fail(e))?;
+        match existing {
+            Some(true) => {
+                log.line(format!(
+                    "site folder sites/{} was already created by this job",
+                    site.name
+                ));
+                return log.done(Some(result));
+            }
+            Some(false) => {
+                return Err(log.fail(format!(
+                    "site '{}' already exists on bench '{}'",
+                    site.name, site.bench
+                )));
+            }
+            None => {}
+        }
+        let tmp = sites.join(format!(".new-{}.{}", site.name, job));
+        let db_path = tmp.join("db").join(format!("{db_name}.db"));
+        let db_password = Secret::generate(16);
+        let mut config = Map::new();
+        config.insert("db_name".into(), json!(db_name));
+        config.insert("db_password".into(), json!(db_password.expose()));
+        config.insert("db_type".into(), json!("sqlite"));
+        let (t, j) = (tmp.clone(), job.clone());
+        let bytes = config_bytes(&config);
+        blocking(move || {
+            if t.exists() {
+                std::fs::remove_dir_all(&t).map_err(io_err("remove an earlier attempt"))?;
+            }
+            std::fs::create_dir_all(t.join("db")).map_err(io_err("create the site folder"))?;
+            write_atomic(&t.join("site_config.json"), &bytes)
+                .map_err(io_err("write site_config.json"))?;
+            std::fs::write(t.join(CREATED_BY), j).map_err(io_err("mark the site folder"))
+        })
+        .await
+        .map_err(|e| log.fail(e))?;
+        log.line(format!("create site folder sites/{}", site.name));
+        log.line(format!(
+            "write sites/{}/site_config.json (db_name={db_name}, db_password=***, db_type=sqlite)",
+            site.name
+        ));
+        let mut db = Self::open_db(&db_path, true)
+            .await
+            .map_err(|e| log.fail(e))?;
+        let setup = init_db(&mut db).await;
+        let _ = db.close().await;
+        setup.map_err(|e| log.fail(format!("cannot create the site database: {e}")))?;
+        log.line(format!(
+            "create database sites/{}/db/{db_name}.db (users Administrator, Guest)",
+            site.name
+        ));
+        log.line("install-app frappe");
+        let (t, d, s) = (tmp.clone(), dir.clone(), sites.clone());
+        let name = site.name.to_string();
+        blocking(move || {
+            if d.exists() {
+                let _ = std::fs::remove_dir_all(&t);
+                return Err(format!("site '{name}' already exists"));
+            }
+            std::fs::rename(&t, &d).map_err(io_err("move the site folder into place"))?;
+            std::fs::File::open(&s)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err("sync sites/"))
+        })
+        .await
+        .map_err(|e| log.fail(e))?;
+        log.done(Some(result))
+    }
+
+    async fn install_apps(&self, n: &NewSite) -> StepResult {
+        let mut log = Log::default();
+        let mut db = self.site_db(&n.site).await.map_err(|e| log.fail(e))?;
+        let now = now_text();
+        let apps: Vec<String> = n.apps.iter().skip(1).map(|a| a.to_string()).collect();
+        let r = install_all(&mut db, &apps, &now).await;
+        let _ = db.close().await;
+        let done = r.map_err(|e| log.fail(format!("cannot record the apps: {e}")))?;
+        if done.is_empty() {
+            log.line("no apps besides frappe");
+        }
+        for app in done {
+            log.line(format!("install-app {app}"));
+        }
+        log.done(None)
+    }
+
+    async fn update_config(
+        &self,
+        site: &SiteRef,
+        set: &Map<String, Value>,
+        remove: &[String],
+    ) -> StepResult {
+        let mut log = Log::default();
+        let dir = self.site_dir(site);
+        let (s, set2, remove2) = (site.clone(), set.clone(), remove.to_vec());
+        let (changed, removed) = blocking(move || {
+            let mut config = read_config(&dir, &s)?;
+            let mut changed = Vec::new();
+            for (k, v) in set2 {
+                changed.push(k.clone());
+                config.insert(k, v);
+            }
+            let mut removed = Vec::new();
+            for k in remove2 {
+                if config.remove(&k).is_some() {
+                    removed.push(k);
+                }
+            }
+            write_atomic(&dir.join("site_config.json"), &config_bytes(&config))
+                .map_err(io_err("write site_config.json"))?;
+            Ok((changed, removed))
+        })
+        .await
+        .map_err(|e| log.fail(e))?;
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
+        log.line(format!(
+            "write sites/{}/site_config.json atomically: set {}; removed {}",
+            site.name,
+            list(&changed),
+            list(&removed)
+        ));
+        log.done(None)
+    }
+
+    async fn set_admin_password(&self, n: &NewSite) -> StepResult {
+        let mut log = Log::default();
+        let pw = n.admin_password.clone();
+        let hash = blocking(move || {
+            let salt = SaltString::generate(&mut OsRng);
+            argon2::Argon2::default()
+                .hash_password(pw.expose().as_bytes(), &salt)
+                .map(|h| h.to_string())
+                .map_err(|e| format!("cannot hash the password: {e}"))
+        })
+        .await
+        .map_err(|e| log.fail(e))?;
+        let mut db = self.site_db(&n.site).await.map_err(|e| log.fail(e))?;
+        let r = sqlx::query(
+            "INSERT INTO __Auth (doctype, name, fieldname, password, encrypted) VALUES ('User', 'Administrator', 'password', ?1, 0) \
+             ON CONFLICT (doctype, name, fieldname) DO UPDATE SET password = excluded.password",
+        )
+        .bind(hash)
+        .execute(&mut db)
+        .await;
+        let _ = db.close().await;
+        r.map_err(|e| log.fail(format!("cannot store the password: {e}")))?;
+        log.line("set-admin-password *** (argon2id hash stored in __Auth)");
+        log.done(None)
+    }
+
+    async fn enable_scheduler(&self, site: &SiteRef) -> StepResult {
+        let mut log = Log::default();
+        let mut db = self.site_db(site).await.map_err(|e| log.fail(e))?;
+        let r = sqlx::query(
+            "INSERT INTO tabSingles (doctype, field, value) VALUES ('System Settings', 'enable_scheduler', '1') \
+             ON CONFLICT (doctype, field) DO UPDATE SET value = '1'",
+        )
+        .execute(&mut db)
+        .await;
+        let _ = db.close().await;
+        r.map_err(|e| log.fail(format!("cannot enable the scheduler: {e}")))?;
+        log.line("scheduler enable");
+        log.done(None)
+    }
+
+    async fn archive(&self, site: &SiteRef, ctx: StepContext) -> StepResult {
+        let mut log = Log::default();
+        let dir = self.site_dir(site);
+        let archived = self.sites_dir(site).join("archived");
+        let s = site.clone();
+        let stamp = time_stamp();
+        let (dest, dropped) = blocking(move || {
+            let config = read_config(&dir, &s)?;
+            let mut dropped = None;
+            if let Some(db) = config.get("db_name").and_then(Value::as_str) {
+                let db_dir = dir.join("db");
+                if db_dir.exists() {
+                    std::fs::remove_dir_all(&db_dir).map_err(io_err("drop the site database"))?;
+                    dropped = Some(db.to_string());
+                }
+            }
+            std::fs::create_dir_all(&archived).map_err(io_err("create sites/archived"))?;
+            let mut dest = archived.join(format!("{}-{stamp}", s.name));
+            if dest.exists() {
+                dest = archived.join(format!("{}-{stamp}-{}", s.name, ctx.job_id));
+            }
+            std::fs::rename(&dir, &dest).map_err(io_err("move the site folder"))?;
+            let name = dest
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            Ok((name, dropped))
+        })
+        .await
+        .map_err(|e| log.fail(e))?;
+        match dropped {
+            Some(db) => log.line(format!("drop database {db}")),
+            None => log.line("no database to drop"),
+        }
+        log.line(format!("move sites/{} to sites/archived/{dest}", site.name));
+        log.done(Some(
+            json!({"site": site.name.as_str(), "archived_as": format!("archived/{dest}")}),
+        ))
+    }
+
+    async fn install_app(&self, a: &SiteApp) -> StepResult {
+        let mut log = Log::default();
+        let mut db = self.site_db(&a.site).await.map_err(|e| log.fail(e))?;
+        let r = install_one(&mut db, a.app.as_str(), &now_text()).await;
+        let _ = db.close().await;
+        match r {
+            Ok(true) => log.line(format!("install-app {}", a.app)),
+            Ok(false) => log.line(format!("app {} is already installed", a.app)),
+            Err(e) => return Err(log.fail(format!("cannot record the app: {e}"))),
+        }
+        log.done(None)
+    }
+
+    async fn uninstall_app(&self, a: &SiteApp, ctx: StepContext) -> StepResult {
+        let mut log = Log::default();
+        let mut db = self.site_db(&a.site).await.map_err(|e| log.fail(e))?;
+        let r = sqlx::query(r#"DELETE FROM "tabInstalled Application" WHERE app_name = ?1"#)
+            .bind(a.app.as_str())
+            .execute(&mut db)
+            .await;
+        let _ = db.close().await;
+        match r {
+            Ok(r) if r.rows_affected() > 0 => log.line(format!("uninstall-app {} --yes", a.app)),
+            Ok(_) if ctx.resumed => log.line(format!("app {} was already uninstalled", a.app)),
+            Ok(_) => {
+                return Err(log.fail(format!(
+                    "app '{}' is not installed on site '{}'",
+                    a.app, a.site.name
+                )));
+            }
+            Err(e) => return Err(log.fail(format!("cannot remove the app: {e}"))),
+        }
+        log.done(None)
+    }
+}
+
+async fn init_db(db: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    sqlx::query(SCHEMA).execute(&mut *db).await?;
+    let now = now_text();
+    let mut tx = db.begin().await?;
+    for (user, kind) in [("Administrator", "System User"), ("Guest", "Website User")] {
+        sqlx::query("INSERT OR IGNORE INTO tabUser (name, first_name, user_type, creation) VALUES (?1, ?1, ?2, ?3)")
+            .bind(user)
+            .bind(kind)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?;
+    }
+    install(&mut tx, "frappe", &now).await?;
+    tx.commit().await
+}
+
+async fn install_all(
+    db: &mut SqliteConnection,
+    apps: &[String],
+    now: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let mut done = Vec::new();
+    for app in apps {
+        install(&mut tx, app, now).await?;
+        done.push(app.clone());
+    }
+    tx.commit().await?;
+    Ok(done)
+}
+
+async fn install_one(db: &mut SqliteConnection, app: &str, now: &str) -> Result<bool, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let fresh = install(&mut tx, app, now).await?;
+    tx.commit().await?;
+    Ok(fresh)
+}
+
+/// Records an app as installed; false when it already was.
+async fn install(conn: &mut SqliteConnection, app: &str, now: &str) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(
+        r#"INSERT OR IGNORE INTO "tabInstalled Application" (name, app_name, app_version, creation) VALUES (?1, ?1, '0.0.0', ?2)"#,
+    )
+    .bind(app)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+fn time_stamp() -> String {
+    let t = pressoir_core::clock::rfc3339_ms(pressoir_core::clock::now_ms());
+    t.chars().filter(|c| c.is_ascii_digit()).collect()
+}
+
+impl Driver for LocalDriver {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn resumable(&self, step: StepKind) -> bool {
+        // Archiving drops the database before it moves the folder: run twice, the second
+        // run would find a site without its database. Every other step can run again.
+        step != StepKind::ArchiveSite
+    }
+
+    fn run<'a>(
+        &'a self,
+        job: &'a JobSpec,
+        step: StepKind,
+        ctx: StepContext,
+    ) -> BoxFuture<'a, StepResult> {
+        Box::pin(async move {
+            match (job, step) {
+                (JobSpec::Ping, StepKind::Ping) => Ok(StepDone {
+                    output: "pong".into(),
+                    result: None,
+                }),
+                (JobSpec::NewSite(n), StepKind::NewSite) => self.new_site(n, ctx).await,
+                (JobSpec::NewSite(n), StepKind::InstallApps) => self.install_apps(n).await,
+                (JobSpec::NewSite(n), StepKind::UpdateSiteConfiguration) => {
+                    self.update_config(&n.site, &n.config, &[]).await
+                }
+                (JobSpec::NewSite(n), StepKind::SetAdministratorPassword) => {
+                    self.set_admin_password(n).await
+                }
+                (JobSpec::NewSite(n), StepKind::EnableScheduler) => {
+                    self.enable_scheduler(&n.site).await
+                }
+                (JobSpec::ArchiveSite(s), StepKind::ArchiveSite) => self.archive(s, ctx).await,
+                (JobSpec::InstallApp(a), StepKind::InstallApp) => self.install_app(a).await,
+                (JobSpec::UninstallApp(a), StepKind::UninstallApp) => {
+                    self.uninstall_app(a, ctx).await
+                }
+                (
+                    JobSpec::UpdateSiteConfiguration(UpdateConfig {
+                        site,
+                        config,
+                        remove,
+                    }),
+                    StepKind::UpdateSiteConfiguration,
+                ) => self.update_config(site, config, remove).await,
+                (job, step) => Err(StepFailed::new(
+                    "",
+                    format!(
+                        "the local driver has no step '{}' for '{}'",
+                        step.name(),
+                        job.job_type()
+                    ),
+                )),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_whole_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("site_config.json");
+        write_atomic(&p, b"{\"a\": 1}").unwrap();
+        write_atomic(&p, b"{\"b\": 2}").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"{\"b\": 2}");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "no temporary file is left: {names:?}");
+    }
+
+    #[test]
+    fn config_is_written_like_frappe() {
+        let mut m = Map::new();
+        m.insert("z".into(), json!(1));
+        m.insert("a".into(), json!("x"));
+        assert_eq!(
+            String::from_utf8(config_bytes(&m)).unwrap(),
+            "{\n \"a\": \"x\",\n \"z\": 1\n}"
+        );
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the real agent on 127.0.0.1:0, driven over HTTP as a client would.
+
+mod api;
+mod common;
+mod jobs;
+mod push;
+mod restart;
+mod secrets;
