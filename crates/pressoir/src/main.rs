@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod agent;
 mod billing;
+mod identity;
 mod objects;
 
 #[derive(Parser)]
@@ -20,6 +21,8 @@ enum Command {
     Agent(agent::AgentArgs),
     /// The billing service (Lago API v1) alone.
     Billing(billing::BillingArgs),
+    /// The identity service (Keycloak OpenID Connect) alone, and its admin commands.
+    Identity(identity::IdentityArgs),
     /// The S3 object storage alone.
     Objects(objects::ObjectsArgs),
 }
@@ -31,6 +34,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Agent(args) => agent::run(args).await,
         Command::Billing(args) => billing::run(args).await,
+        Command::Identity(args) => identity::run(args).await,
         Command::Objects(args) => objects::run(args).await,
     }
 }
