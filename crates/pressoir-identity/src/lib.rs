@@ -10,6 +10,7 @@
 //! to accept its tokens, or a real Keycloak's, over HTTP only.
 
 pub mod admin;
+mod admin_http;
 pub mod crypto;
 pub mod guard;
 mod http;
@@ -158,7 +159,13 @@ pub async fn app_with_service(
         )
         .into_response()
     });
-    let router = http::routes(limiter, respond).with_state(svc.clone());
+    let admin_state = admin_http::AdminState {
+        svc: svc.clone(),
+        admin_realm: config.realm.clone(),
+    };
+    let router = http::routes(limiter, respond)
+        .merge(admin_http::routes(admin_state))
+        .with_state(svc.clone());
     Ok((router, svc))
 }
 

@@ -21,7 +21,12 @@ pub struct IdentityArgs {
 #[derive(clap::Args, Debug, Clone)]
 pub struct Common {
     /// Pressoir's data directory (credentials.json and the default SQLite file live there).
-    #[arg(long, global = true, env = "PRESSOIR_DATA_DIR", default_value = "./pressoir-data")]
+    #[arg(
+        long,
+        global = true,
+        env = "PRESSOIR_DATA_DIR",
+        default_value = "./pressoir-data"
+    )]
     pub data_dir: PathBuf,
     /// `sqlite://...` or `postgres://...`; default `<data-dir>/pressoir-identity.sqlite`.
     #[arg(long, global = true, env = "PRESSOIR_DATABASE_URL")]
@@ -87,16 +92,28 @@ pub enum IdentityCommand {
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
     /// Address to listen on.
-    #[arg(long, env = "PRESSOIR_IDENTITY_LISTEN", default_value = "127.0.0.1:8180")]
+    #[arg(
+        long,
+        env = "PRESSOIR_IDENTITY_LISTEN",
+        default_value = "127.0.0.1:8180"
+    )]
     pub listen: String,
     /// Public base URL; the issuer is `<base>/realms/<realm>`, never taken from the Host.
-    #[arg(long, env = "PRESSOIR_IDENTITY_ISSUER_BASE", default_value = "http://auth.localhost:30080")]
+    #[arg(
+        long,
+        env = "PRESSOIR_IDENTITY_ISSUER_BASE",
+        default_value = "http://auth.localhost:30080"
+    )]
     pub issuer_base: String,
     /// Token endpoint limit per client credential or address (`off`, or e.g. `600/min`).
     #[arg(long, env = "PRESSOIR_IDENTITY_RATE_LIMIT", default_value = "600/min")]
     pub rate_limit: RateSpec,
     /// Rotate signing keys older than this many days (0: only on `rotate-keys`).
-    #[arg(long, env = "PRESSOIR_IDENTITY_KEY_ROTATION_DAYS", default_value_t = 30)]
+    #[arg(
+        long,
+        env = "PRESSOIR_IDENTITY_KEY_ROTATION_DAYS",
+        default_value_t = 30
+    )]
     pub key_rotation_days: u64,
 }
 
@@ -144,7 +161,13 @@ pub struct AddUserArgs {
     pub role: Vec<String>,
 }
 
-fn print_generated(what: &str, key: &str, secret: &Secret, origin: Origin, creds: &CredentialStore) {
+fn print_generated(
+    what: &str,
+    key: &str,
+    secret: &Secret,
+    origin: Origin,
+    creds: &CredentialStore,
+) {
     if origin == Origin::Generated {
         // Printed once, at first start; it is stored in credentials.json (mode 0600).
         println!(
@@ -158,13 +181,34 @@ fn print_generated(what: &str, key: &str, secret: &Secret, origin: Origin, creds
 /// The identity config for `up` and `serve`: the `press` client's secret from
 /// `PRESSOIR_OIDC_CLIENT_SECRET` (or `_FILE`, else generated into credentials.json), the
 /// Administrator's password from `PRESSOIR_ADMIN_PASSWORD` the same way (shared with Press).
-pub fn config(data_dir: &Path, database_url: &str, issuer_base: &str) -> anyhow::Result<pressoir_identity::Config> {
+pub fn config(
+    data_dir: &Path,
+    database_url: &str,
+    issuer_base: &str,
+) -> anyhow::Result<pressoir_identity::Config> {
     let creds = CredentialStore::new(data_dir);
     let (secret, o) = creds.resolve("oidc_client_secret", "PRESSOIR_OIDC_CLIENT_SECRET", None)?;
-    print_generated("OIDC client secret for 'press'", "oidc_client_secret", &secret, o, &creds);
+    print_generated(
+        "OIDC client secret for 'press'",
+        "oidc_client_secret",
+        &secret,
+        o,
+        &creds,
+    );
     let (admin, o) = creds.resolve("admin_password", "PRESSOIR_ADMIN_PASSWORD", None)?;
-    print_generated("Administrator password", "admin_password", &admin, o, &creds);
-    Ok(pressoir_identity::Config::new(database_url, issuer_base, secret, admin))
+    print_generated(
+        "Administrator password",
+        "admin_password",
+        &admin,
+        o,
+        &creds,
+    );
+    Ok(pressoir_identity::Config::new(
+        database_url,
+        issuer_base,
+        secret,
+        admin,
+    ))
 }
 
 fn read_password(path: &Path) -> anyhow::Result<Secret> {
@@ -190,16 +234,23 @@ pub async fn run(args: IdentityArgs) -> anyhow::Result<()> {
         }
         IdentityCommand::AddClient(a) => {
             let store = common.store().await?;
-            let alg = Alg::parse(&a.alg).with_context(|| format!("--alg '{}' must be RS256, ES256 or EdDSA", a.alg))?;
+            let alg = Alg::parse(&a.alg)
+                .with_context(|| format!("--alg '{}' must be RS256, ES256 or EdDSA", a.alg))?;
             let mut n = NewClient::new(&a.realm, &a.client_id);
             n.public = a.public;
             n.service_accounts = a.service_account;
             n.redirect_uris = a.redirect_uris;
-            n.default_scopes = a.scopes.map(|s| s.split_whitespace().map(str::to_string).collect());
+            n.default_scopes = a
+                .scopes
+                .map(|s| s.split_whitespace().map(str::to_string).collect());
             n.audience = a.audience;
             n.alg = alg;
             match admin::create_client(&store, &n).await? {
-                Some(secret) => println!("client '{}' added; its secret (shown once): {}", a.client_id, secret.expose()),
+                Some(secret) => println!(
+                    "client '{}' added; its secret (shown once): {}",
+                    a.client_id,
+                    secret.expose()
+                ),
                 None => println!("public client '{}' added", a.client_id),
             }
             Ok(())
@@ -240,7 +291,11 @@ pub async fn run(args: IdentityArgs) -> anyhow::Result<()> {
             println!("role '{name}' added");
             Ok(())
         }
-        IdentityCommand::GrantRole { realm, username, role } => {
+        IdentityCommand::GrantRole {
+            realm,
+            username,
+            role,
+        } => {
             let store = common.store().await?;
             admin::grant_role(&store, &realm, &username, &role).await?;
             println!("role '{role}' granted to '{username}'");
@@ -261,7 +316,8 @@ async fn serve(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create the data dir {}", common.data_dir.display()))?;
     let mut config = config(&common.data_dir, &common.database_url(), &args.issuer_base)?;
     config.token_rate_limit = args.rate_limit;
-    config.key_rotation = (args.key_rotation_days > 0).then(|| Duration::from_secs(args.key_rotation_days * 86_400));
+    config.key_rotation =
+        (args.key_rotation_days > 0).then(|| Duration::from_secs(args.key_rotation_days * 86_400));
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {} (--listen)", args.listen))?;
