@@ -907,13 +907,16 @@ impl Store {
                     "the upload must name at least one part".into(),
                 ));
             }
+            // As S3 does: order first, then each part's existence and ETag, then sizes.
             let mut last = 0;
-            let mut picked = Vec::with_capacity(chosen.len());
-            for (i, (n, etag)) in chosen.iter().enumerate() {
+            for (n, _) in &chosen {
                 if *n <= last {
                     return Err(StoreError::InvalidPartOrder);
                 }
                 last = *n;
+            }
+            let mut picked = Vec::with_capacity(chosen.len());
+            for (n, etag) in &chosen {
                 let p = by_number
                     .get(n)
                     .ok_or_else(|| StoreError::InvalidPart(format!("part {n} was not uploaded")))?;
@@ -923,10 +926,12 @@ impl Store {
                         "part {n} has a different ETag"
                     )));
                 }
-                if i + 1 < chosen.len() && p.size < min_part_size {
-                    return Err(StoreError::EntityTooSmall(*n));
-                }
                 picked.push((*p).clone());
+            }
+            for p in &picked[..picked.len() - 1] {
+                if p.size < min_part_size {
+                    return Err(StoreError::EntityTooSmall(p.part_number));
+                }
             }
             let out = File::create_new(&tmp)?;
             let mut staged = Staged {
