@@ -706,6 +706,8 @@ pub async fn agg_raw(c: &mut Conn, sub: &str, code: &str, from: i64, to: i64) ->
 /// The aggregate of events in `[from, to)`: whole hours from the running hourly buckets, the
 /// partial hours at either edge from the events themselves.
 pub async fn agg(c: &mut Conn, sub: &str, code: &str, from: i64, to: i64) -> Result<Agg, Error> {
+    // Open ends (recurring metrics) are clamped to where hour arithmetic cannot overflow.
+    let (from, to) = (from.max(0), to.min(i64::MAX / 4));
     if to <= from {
         return Ok(Agg::default());
     }
