@@ -184,9 +184,24 @@ pub struct PartMeta {
 pub struct Staged {
     path: PathBuf,
     file: Option<File>,
+    /// A small body is kept here and written in one go at commit.
+    mem: Vec<u8>,
     pub size: u64,
     pub md5: [u8; 16],
     pub checksums: Checksums,
+}
+
+impl Staged {
+    /// The temp file, written from memory first if the body was small.
+    fn file(&mut self) -> io::Result<&mut File> {
+        if self.file.is_none() {
+            let mut f = File::create_new(&self.path)?;
+            f.write_all(&self.mem)?;
+            self.mem = Vec::new();
+            self.file = Some(f);
+        }
+        Ok(self.file.as_mut().expect("just ensured"))
+    }
 }
 
 impl Drop for Staged {
@@ -482,16 +497,15 @@ impl Store {
         S: Stream<Item = std::result::Result<Bytes, BodyError>> + Unpin,
     {
         let path = self.tmp.join(uuid::Uuid::new_v4().simple().to_string());
-        let std_file = File::create_new(&path)?;
         let mut staged = Staged {
             path,
             file: None,
+            mem: Vec::new(),
             size: 0,
             md5: [0; 16],
             checksums: Checksums::default(),
         };
-        let mut file =
-            tokio::io::BufWriter::with_capacity(IO_BUF, tokio::fs::File::from_std(std_file));
+        let mut file: Option<tokio::io::BufWriter<tokio::fs::File>> = None;
         let mut md5 = Md5::new();
         let mut hasher = algos.hasher();
         while let Some(chunk) = body.next().await {
@@ -502,10 +516,26 @@ impl Store {
             }
             md5.update(&chunk);
             hasher.update(&chunk);
-            file.write_all(&chunk).await?;
+            if file.is_none() && staged.size > SMALL_READ {
+                // Past the small-body size: spill to the temp file and stream the rest.
+                let std_file = File::create_new(&staged.path)?;
+                let mut w = tokio::io::BufWriter::with_capacity(
+                    IO_BUF,
+                    tokio::fs::File::from_std(std_file),
+                );
+                w.write_all(&staged.mem).await?;
+                staged.mem = Vec::new();
+                file = Some(w);
+            }
+            match file.as_mut() {
+                Some(w) => w.write_all(&chunk).await?,
+                None => staged.mem.extend_from_slice(&chunk),
+            }
         }
-        file.flush().await?;
-        staged.file = Some(file.into_inner().into_std().await);
+        if let Some(mut w) = file {
+            w.flush().await?;
+            staged.file = Some(w.into_inner().into_std().await);
+        }
         staged.md5 = md5.finalize();
         let c = hasher.finalize();
         staged.checksums = Checksums {
@@ -530,54 +560,17 @@ impl Store {
         let name = key_file_name(&meta.key);
         let target = b.dir.join("objects").join(&name[..2]).join(&name);
         let meta2 = meta.clone();
-        let staged = blocking(move || {
+        blocking(move || {
             let mut staged = staged;
-            let file = staged
-                .file
-                .as_mut()
-                .ok_or_else(|| io::Error::other("staged file is closed"))?;
+            let file = staged.file()?;
             write_trailer(file, &meta2)?;
             if fsync {
                 file.sync_all()?;
             }
-            Ok(staged)
+            publish(&b, fsync, staged, &target, &meta2)
         })
         .await?;
-        self.publish(&b, staged, &target, &meta)?;
         Ok(meta)
-    }
-
-    /// Renames a finished temp file over `target` and records it in the index, atomically
-    /// with respect to other writers of the same bucket.
-    fn publish(
-        &self,
-        b: &Bucket,
-        mut staged: Staged,
-        target: &Path,
-        meta: &ObjectMeta,
-    ) -> Result<()> {
-        let mut index = b.index.lock().expect("index lock");
-        if b.deleted.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(StoreError::NoSuchBucket);
-        }
-        if let Some(dir) = target.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        match std::fs::rename(&staged.path, target) {
-            Ok(()) => {}
-            Err(e) if not_found(&e) => return Err(StoreError::NoSuchBucket),
-            Err(e) => return Err(e.into()),
-        }
-        staged.file.take();
-        // The temp path no longer exists; Drop's remove_file is a harmless no-op.
-        index.insert(meta.key.clone(), Summary::from(meta));
-        drop(index);
-        if self.fsync {
-            if let Some(dir) = target.parent() {
-                let _ = sync_dir(dir);
-            }
-        }
-        Ok(())
     }
 
     fn object_path(b: &Bucket, key: &str) -> PathBuf {
@@ -691,6 +684,7 @@ impl Store {
             let mut staged = Staged {
                 path: dst,
                 file: Some(out),
+                mem: Vec::new(),
                 size: 0,
                 md5: [0; 16],
                 checksums: Checksums::default(),
@@ -794,10 +788,7 @@ impl Store {
         let meta2 = meta.clone();
         blocking(move || {
             let mut staged = staged;
-            let file = staged
-                .file
-                .as_mut()
-                .ok_or_else(|| io::Error::other("staged file is closed"))?;
+            let file = staged.file()?;
             write_trailer(file, &meta2)?;
             if fsync {
                 file.sync_all()?;
@@ -898,7 +889,8 @@ impl Store {
         let key_owned = key.to_string();
         let name = key_file_name(key);
         let target = b.dir.join("objects").join(&name[..2]).join(&name);
-        let (staged, meta) = blocking(move || {
+        let b2 = b.clone();
+        let meta = blocking(move || {
             let parts = read_parts(&dir)?;
             let by_number: HashMap<i32, &PartMeta> =
                 parts.iter().map(|p| (p.part_number, p)).collect();
@@ -937,6 +929,7 @@ impl Store {
             let mut staged = Staged {
                 path: tmp,
                 file: Some(out),
+                mem: Vec::new(),
                 size: 0,
                 md5: [0; 16],
                 checksums: Checksums::default(),
@@ -977,10 +970,10 @@ impl Store {
             if fsync {
                 file.sync_all()?;
             }
-            Ok((staged, meta))
+            publish(&b2, fsync, staged, &target, &meta)?;
+            Ok(meta)
         })
         .await?;
-        self.publish(&b, staged, &target, &meta)?;
         b.completed
             .lock()
             .expect("completed lock")
@@ -988,6 +981,39 @@ impl Store {
         self.abort_upload(bucket, id).await?;
         Ok(meta)
     }
+}
+
+/// Renames a finished temp file over `target` and records it in the index, atomically
+/// with respect to other writers of the same bucket.
+fn publish(
+    b: &Bucket,
+    fsync: bool,
+    mut staged: Staged,
+    target: &Path,
+    meta: &ObjectMeta,
+) -> Result<()> {
+    let mut index = b.index.lock().expect("index lock");
+    if b.deleted.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(StoreError::NoSuchBucket);
+    }
+    if let Some(dir) = target.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::rename(&staged.path, target) {
+        Ok(()) => {}
+        Err(e) if not_found(&e) => return Err(StoreError::NoSuchBucket),
+        Err(e) => return Err(e.into()),
+    }
+    staged.file.take();
+    // The temp path no longer exists; Drop's remove_file is a harmless no-op.
+    index.insert(meta.key.clone(), Summary::from(meta));
+    drop(index);
+    if fsync {
+        if let Some(dir) = target.parent() {
+            let _ = sync_dir(dir);
+        }
+    }
+    Ok(())
 }
 
 fn read_parts(dir: &Path) -> Result<Vec<PartMeta>> {
