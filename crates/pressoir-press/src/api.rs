@@ -30,17 +30,22 @@ pub struct AppState {
     pub config: Config,
     pub dispatcher: Arc<Dispatcher>,
     ping_cache: Mutex<HashMap<String, (Instant, Value)>>,
+    /// Serialized site lists by (team, status, start, limit), valid while the team's
+    /// `sites_version` is unchanged.
+    list_cache: Mutex<HashMap<(String, String, i64, i64), (i64, Bytes)>>,
 }
 
 impl AppState {
     pub fn new(store: Store, config: Config, dispatcher: Arc<Dispatcher>) -> Self {
-        let auth = Authenticator::new(store.clone(), config.session_ttl);
+        let mut auth = Authenticator::new(store.clone(), config.session_ttl);
+        auth.bearer = config.bearer.as_ref().map(|b| b.0.clone());
         AppState {
             store,
             auth,
             config,
             dispatcher,
             ping_cache: Mutex::new(HashMap::new()),
+            list_cache: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -631,8 +636,24 @@ async fn site_list(ctx: &Ctx) -> Result<Response> {
     };
     let start = num("start", 0)?;
     let limit = num("limit", 100_000)?;
-    let sites = ctx.st.store.sites(&team, status.as_deref(), start, limit).await?;
-    Ok(ok(Value::Array(sites.iter().map(site_json).collect())))
+    let version = ctx.st.store.sites_version(&team).await?;
+    let key = (team.clone(), status.clone().unwrap_or_default(), start, limit);
+    let cached = ctx.st.list_cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+    let body = match cached {
+        Some((v, body)) if v == version => body,
+        _ => {
+            let sites = ctx.st.store.sites(&team, status.as_deref(), start, limit).await?;
+            let list = Value::Array(sites.iter().map(site_json).collect());
+            let body = Bytes::from(serde_json::to_vec(&json!({ "message": list })).unwrap_or_default());
+            let mut c = ctx.st.list_cache.lock().unwrap_or_else(|p| p.into_inner());
+            if c.len() > 1024 {
+                c.clear();
+            }
+            c.insert(key, (version, body.clone()));
+            body
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 async fn site_get(ctx: &Ctx) -> Result<Response> {

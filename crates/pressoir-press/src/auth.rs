@@ -43,7 +43,8 @@ struct UserInfo {
     default_team: Option<String>,
 }
 
-/// Verifies a Bearer token and names its user; the identity service (issue 5) provides one.
+/// Verifies a Bearer token and names its user (a Press user name); the identity service's
+/// verifier is adapted to this in the binary.
 pub trait BearerVerifier: Send + Sync {
     fn verify(&self, token: &str) -> futures::future::BoxFuture<'_, Option<String>>;
 }

@@ -1,8 +1,20 @@
 //! Press's typed configuration. Secrets arrive resolved, as [`Secret`]s; the library never reads
 //! the environment.
 
+use crate::auth::BearerVerifier;
 use pressoir_core::{RateSpec, Secret};
+use std::sync::Arc;
 use std::time::Duration;
+
+/// Verifies `Authorization: Bearer` tokens (the identity service's access tokens).
+#[derive(Clone)]
+pub struct Bearer(pub Arc<dyn BearerVerifier>);
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Bearer(..)")
+    }
+}
 
 /// The default bench's apps, as the agent's `local` driver offers them.
 pub const DEFAULT_APPS: [&str; 11] = [
@@ -50,6 +62,8 @@ pub struct Config {
     /// How often unfinished jobs are read back from agents.
     pub poll_interval: Duration,
     pub session_ttl: Duration,
+    /// When set, `Authorization: Bearer <token>` authenticates the token's user.
+    pub bearer: Option<Bearer>,
 }
 
 impl Config {
@@ -65,6 +79,7 @@ impl Config {
             servers: Vec::new(),
             poll_interval: Duration::from_secs(5),
             session_ttl: Duration::from_secs(7 * 24 * 3600),
+            bearer: None,
         }
     }
 }

@@ -27,6 +27,10 @@ pub struct Dispatcher {
     pacer: Arc<RateLimiter>,
     paused: Mutex<HashMap<String, Instant>>,
     poll_interval: Duration,
+    /// With the agent's limit lifted, poll right after a delivery and then ever less often,
+    /// so a short job is seen done within milliseconds even without a push.
+    fast_poll: bool,
+    poll_soon: Notify,
 }
 
 impl Dispatcher {
@@ -38,6 +42,8 @@ impl Dispatcher {
             pacer: RateLimiter::new(agent_rate),
             paused: Mutex::new(HashMap::new()),
             poll_interval,
+            fast_poll: agent_rate.is_off(),
+            poll_soon: Notify::new(),
         })
     }
 
@@ -134,6 +140,9 @@ impl Dispatcher {
                 for (job, id) in due.iter().zip(ids) {
                     self.store.mark_delivered(&job.name, &id).await?;
                 }
+                if self.fast_poll {
+                    self.poll_soon.notify_one();
+                }
                 tracing::debug!(server = %server.name, jobs = due.len(), "delivered");
             }
             Err(AgentError::Limited(wait)) => {
@@ -182,38 +191,58 @@ impl Dispatcher {
     async fn poll_loop(self: Arc<Self>, shutdown: Shutdown) {
         let stop = shutdown.wait();
         tokio::pin!(stop);
+        const FIRST: Duration = Duration::from_millis(5);
+        let mut wait = self.poll_interval;
         loop {
             tokio::select! {
                 _ = &mut stop => break,
-                _ = tokio::time::sleep(self.poll_interval) => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.poll_soon.notified() => wait = FIRST,
             }
-            if let Err(e) = self.poll_once().await {
-                tracing::warn!(error = %e, "poller pass failed");
+            match self.poll_once().await {
+                // Progress: look again at once; no news: back off, up to the interval.
+                Ok((true, changed)) if self.fast_poll => {
+                    wait = if changed > 0 { FIRST } else { (wait * 2).clamp(FIRST, self.poll_interval) }
+                }
+                Ok(_) => wait = self.poll_interval,
+                Err(e) => {
+                    wait = self.poll_interval;
+                    tracing::warn!(error = %e, "poller pass failed");
+                }
             }
         }
     }
 
-    /// Reads back every server's unfinished jobs, up to one batch per server.
-    pub async fn poll_once(&self) -> Result<()> {
+    /// Reads back every server's unfinished jobs, up to one batch per server: whether some
+    /// were unfinished, and how many changed.
+    pub async fn poll_once(&self) -> Result<(bool, usize)> {
         let servers = self.store.servers().await?;
         let work = servers.iter().filter(|s| !self.is_paused(&s.name)).map(|s| self.poll_server(s));
+        let (mut busy, mut changed) = (false, 0);
         for r in futures::future::join_all(work).await {
-            r?;
+            let (b, c) = r?;
+            busy |= b;
+            changed += c;
         }
-        Ok(())
+        Ok((busy, changed))
     }
 
-    async fn poll_server(&self, server: &Server) -> Result<()> {
+    async fn poll_server(&self, server: &Server) -> Result<(bool, usize)> {
         let active = self.store.active_jobs(&server.name, BATCH as i64).await?;
-        if active.is_empty() || !self.take_budget(&server.name) {
-            return Ok(());
+        if active.is_empty() {
+            return Ok((false, 0));
         }
+        if !self.take_budget(&server.name) {
+            return Ok((true, 0));
+        }
+        let mut changed = 0;
         let by_id: HashMap<String, String> =
             active.iter().filter_map(|j| Some((j.agent_id.clone()?, j.name.clone()))).collect();
         let ids: Vec<String> = by_id.keys().cloned().collect();
         match self.client.jobs(&server.agent_url, &server.agent_password, &ids).await {
             Ok(list) => {
                 let n = self.apply(&server.name, &list, |id| by_id.get(id).cloned()).await?;
+                changed = n;
                 tracing::debug!(server = %server.name, polled = ids.len(), changed = n, "polled");
                 let names: Vec<String> = active.into_iter().map(|j| j.name).collect();
                 self.store.mark_polled(&names, now_ms()).await?;
@@ -224,7 +253,7 @@ impl Dispatcher {
                 self.pause(&server.name, Duration::from_millis(500));
             }
         }
-        Ok(())
+        Ok((true, changed))
     }
 
     /// Applies job JSON from an agent (push or poll); returns how many changed something.

@@ -15,7 +15,7 @@ pub mod domain;
 pub mod error;
 pub mod store;
 
-pub use config::{Config, DEFAULT_APPS, ServerSeed};
+pub use config::{Bearer, Config, DEFAULT_APPS, ServerSeed};
 pub use error::{Error, ExcType, Result};
 
 use pressoir_core::Shutdown;

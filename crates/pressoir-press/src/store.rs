@@ -263,6 +263,14 @@ impl Store {
             .await?)
     }
 
+    pub async fn sites_version(&self, team: &str) -> Result<i64> {
+        let r: Option<(i64,)> = sqlx::query_as("SELECT sites_version FROM teams WHERE name = $1")
+            .bind(team)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        Ok(r.map(|r| r.0).unwrap_or(0))
+    }
+
     pub async fn teams_of(&self, user: &str) -> Result<Vec<String>> {
         let rows: Vec<(String,)> = sqlx::query_as("SELECT team FROM team_members WHERE user_name = $1 ORDER BY team")
             .bind(user)
@@ -509,6 +517,7 @@ impl Store {
         dup(r, || format!("Site {} already exists", site.name))?;
         let name = insert_job_tx(&mut tx, job, site).await?;
         event_tx(&mut tx, "Site Status Update", site, &site.status).await?;
+        bump_tx(&mut tx, &site.team).await?;
         tx.commit().await?;
         Ok(name)
     }
@@ -544,6 +553,7 @@ impl Store {
             return Err(Error::validation(format!("Site {} is already being archived", site.name)));
         }
         let name = insert_job_tx(&mut tx, job, site).await?;
+        bump_tx(&mut tx, &site.team).await?;
         tx.commit().await?;
         Ok(name)
     }
@@ -679,6 +689,19 @@ impl Store {
     /// Applies what the agent reported, and what it means for the site, in one transaction.
     /// Returns false when the job is unknown on `server` or the update changes nothing.
     pub async fn apply_update(&self, server: &str, u: &JobUpdate) -> Result<bool> {
+        let steps = u.steps.to_string();
+        // A cheap read first: most polled jobs have not changed, and need no write.
+        let seen: Option<(String, String)> = sqlx::query_as("SELECT status, steps FROM jobs WHERE name = $1 AND server = $2")
+            .bind(&u.name)
+            .bind(server)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        match &seen {
+            None => return Ok(false),
+            Some((status, _)) if job_status::is_terminal(status) => return Ok(false),
+            Some((status, old)) if status == u.status && *old == steps => return Ok(false),
+            _ => {}
+        }
         let mut tx = self.db.pool.begin().await?;
         // Write first: takes SQLite's write lock (and PostgreSQL's row lock) before reading, so a
         // push and a poll applying the same job serialise instead of failing on a stale snapshot.
@@ -695,7 +718,6 @@ impl Store {
         if job_status::is_terminal(&job.status) || job_status::rank(u.status) < job_status::rank(&job.status) {
             return Ok(false);
         }
-        let steps = u.steps.to_string();
         if job.status == u.status && job.steps == steps {
             return Ok(false);
         }
@@ -750,6 +772,7 @@ async fn apply_site_effects(tx: &mut Transaction<'_, Any>, job: &Job, status: &s
             .execute(&mut **tx)
             .await?;
         event_tx(tx, "Site Status Update", site, next).await?;
+        bump_tx(tx, &site.team).await?;
     }
     if status != job_status::SUCCESS {
         return Ok(());
@@ -765,6 +788,7 @@ async fn apply_site_effects(tx: &mut Transaction<'_, Any>, job: &Job, status: &s
                     .bind(&site.id)
                     .execute(&mut **tx)
                     .await?;
+                bump_tx(tx, &site.team).await?;
             }
         }
         t::UPDATE_CONFIG => {
@@ -785,6 +809,7 @@ async fn apply_site_effects(tx: &mut Transaction<'_, Any>, job: &Job, status: &s
                 .bind(&site.id)
                 .execute(&mut **tx)
                 .await?;
+            bump_tx(tx, &site.team).await?;
         }
         _ => {}
     }
@@ -825,6 +850,16 @@ async fn event_tx(tx: &mut Transaction<'_, Any>, event: &str, site: &Site, statu
         .bind(&site.id)
         .bind(payload.to_string())
         .bind(now_ms())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Every change to a team's sites bumps its version, in the same transaction, so a cached
+/// site list is known stale by one primary-key read (on any replica).
+async fn bump_tx(tx: &mut Transaction<'_, Any>, team: &str) -> Result<()> {
+    sqlx::query("UPDATE teams SET sites_version = sites_version + 1 WHERE name = $1")
+        .bind(team)
         .execute(&mut **tx)
         .await?;
     Ok(())

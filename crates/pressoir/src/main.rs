@@ -7,6 +7,8 @@ mod agent;
 mod billing;
 mod identity;
 mod objects;
+mod press;
+mod up;
 
 #[derive(Parser)]
 #[command(name = "pressoir", version, about = "A self-hosted cloud for Frappe sites")]
@@ -25,6 +27,10 @@ enum Command {
     Identity(identity::IdentityArgs),
     /// The S3 object storage alone.
     Objects(objects::ObjectsArgs),
+    /// Press, the control plane, alone (against remote agents), and its admin commands.
+    Press(press::PressArgs),
+    /// The whole cloud on one machine: Press, the embedded agent, and the gateway.
+    Up(up::UpArgs),
 }
 
 #[tokio::main]
@@ -36,5 +42,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Billing(args) => billing::run(args).await,
         Command::Identity(args) => identity::run(args).await,
         Command::Objects(args) => objects::run(args).await,
+        Command::Press(args) => press::run(args).await,
+        Command::Up(args) => up::run(args).await,
     }
 }

@@ -1,0 +1,226 @@
+//! Press's benchmark (not a test): prints figures for the targets, with every limit
+//! lifted, beside a hyper hello-world measured in the same run, on SQLite and (when
+//! `PRESSOIR_TEST_POSTGRES_URL` is set) on PostgreSQL. All traffic goes to 127.0.0.1.
+//!
+//! `cargo bench -p pressoir-press --bench press` (env `PRESS_BENCH_SECS` sets each load's length).
+
+use pressoir_bench::{Spec, Stop, hello, load, stats};
+use pressoir_core::{RateSpec, Secret, Shutdown};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+const ADMIN_PW: &str = "bench-admin-password";
+const AGENT_PW: &str = "bench-agent-password-0123456789";
+
+fn secs() -> Duration {
+    let s = std::env::var("PRESS_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
+    Duration::from_secs_f64(s)
+}
+
+struct Press {
+    addr: SocketAddr,
+    http: reqwest::Client,
+    token: String,
+    shutdown: Shutdown,
+}
+
+impl Press {
+    async fn call(&self, name: &str, body: Value) -> Value {
+        let r = self
+            .http
+            .post(format!("http://{}/api/method/{name}", self.addr))
+            .header("Authorization", &self.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("press answers");
+        let status = r.status();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "{name}: {status} {v}");
+        v
+    }
+
+    async fn status(&self, site: &str) -> String {
+        let v = self.call("press.api.site.get", json!({ "name": site })).await;
+        v["message"]["status"].as_str().unwrap_or("").to_string()
+    }
+}
+
+async fn start(dir: &std::path::Path, database_url: String, schema: &str) -> Press {
+    let shutdown = Shutdown::new();
+    let agent_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let press_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let agent_addr = agent_l.local_addr().unwrap();
+    let addr = press_l.local_addr().unwrap();
+
+    let mut agent = pressoir_agent::Config::new(dir.join("agent"), Secret::new(AGENT_PW));
+    agent.rate_limit = RateSpec::off();
+    agent.press_url = Some(format!("http://{addr}"));
+    let sd = shutdown.clone();
+    tokio::spawn(async move { pressoir_agent::run(agent, agent_l, sd).await.expect("agent runs") });
+
+    let mut cfg = pressoir_press::Config::new(database_url, Secret::new(ADMIN_PW));
+    cfg.db_schema = schema.to_string();
+    cfg.rate_limit = RateSpec::off();
+    cfg.agent_rate_limit = RateSpec::off();
+    cfg.max_connections = 8;
+    cfg.servers = vec![pressoir_press::ServerSeed::new(
+        "app-server-1",
+        &format!("http://{agent_addr}"),
+        Secret::new(AGENT_PW),
+    )];
+    let sd = shutdown.clone();
+    tokio::spawn(async move { pressoir_press::run(cfg, press_l, sd).await.expect("press runs") });
+
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = http.get(format!("http://{addr}/api/method/ping")).send().await
+            && r.status().is_success()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "press did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let login: Value = http
+        .post(format!("http://{addr}/api/method/login"))
+        .json(&json!({"usr": "Administrator", "pwd": ADMIN_PW}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(login["message"], "Logged In");
+    // An API key for the Administrator (a fresh login gives the session that creates it).
+    let resp = http
+        .post(format!("http://{addr}/api/method/frappe.auth.get_logged_user"))
+        .json(&json!({"usr": "Administrator", "pwd": ADMIN_PW}))
+        .send()
+        .await
+        .unwrap();
+    let sid: Value = resp.json().await.unwrap();
+    let sid = sid["sid"].as_str().unwrap().to_string();
+    let keys: Value = http
+        .post(format!("http://{addr}/api/method/press.api.account.create_api_secret"))
+        .header("Cookie", format!("sid={sid}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = format!(
+        "token {}:{}",
+        keys["message"]["api_key"].as_str().unwrap(),
+        keys["message"]["api_secret"].as_str().unwrap()
+    );
+    Press { addr, http, token, shutdown }
+}
+
+async fn bench_backend(label: &str, database_url: String, schema: &str, hello_rps: f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = start(dir.path(), database_url, schema).await;
+    println!("== Press on {label}");
+
+    // site.new → Active, one at a time.
+    let mut lat = Vec::new();
+    for i in 0..50 {
+        let t = Instant::now();
+        let v = p.call("press.api.site.new", json!({"site": {"name": format!("lat{i:04}"), "apps": ["frappe"], "plan": "Starter"}})).await;
+        let site = v["message"]["site"].as_str().unwrap().to_string();
+        while p.status(&site).await != "Active" {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    println!(
+        "site.new -> Active (local driver, 50 one at a time): p50 {}, p99 {}   [target p50 <= 100 ms]",
+        stats::ms(stats::percentile(&lat, 50.0)),
+        stats::ms(stats::percentile(&lat, 99.0))
+    );
+
+    // 1,000 sites created and Active.
+    let t = Instant::now();
+    let names: Vec<String> = (0..1000).map(|i| format!("bulk{i:05}")).collect();
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(16));
+    let calls = names.iter().map(|n| {
+        let sem = sem.clone();
+        let p = &p;
+        async move {
+            let _permit = sem.acquire().await.unwrap();
+            p.call("press.api.site.new", json!({"site": {"name": n, "apps": ["frappe"], "plan": "Starter"}})).await;
+        }
+    });
+    futures::future::join_all(calls).await;
+    let accepted = t.elapsed();
+    loop {
+        let v = p.call("press.api.site.list", json!({"status": "Active"})).await;
+        if v["message"].as_array().map(|a| a.len()).unwrap_or(0) >= 1050 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(300), "1,000 sites did not all become Active");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "1,000 sites created and Active: {:.2} s (all accepted after {:.2} s)   [target <= 30 s]",
+        t.elapsed().as_secs_f64(),
+        accepted.as_secs_f64()
+    );
+
+    // site.list for a team with 1,000+ sites.
+    let r = load::run(
+        Spec::get(p.addr, "/api/method/press.api.site.list")
+            .header("Authorization", &p.token)
+            .connections(16)
+            .stop(Stop::Duration(secs())),
+    )
+    .await;
+    println!("site.list (1,050 sites, API key): {}   [target >= 2,000 req/s]", r.line());
+
+    // site.get with API-key auth.
+    let r = load::run(
+        Spec::get(p.addr, "/api/method/press.api.site.get?name=bulk00001")
+            .header("Authorization", &p.token)
+            .connections(64)
+            .stop(Stop::Duration(secs())),
+    )
+    .await;
+    println!(
+        "site.get (API key): {}   [target >= 15,000 req/s; {:.0}% of hello-world]",
+        r.line(),
+        100.0 * r.rps / hello_rps
+    );
+    let r = load::run(Spec::get(p.addr, "/api/method/ping").connections(64).stop(Stop::Duration(secs()))).await;
+    println!("ping (no auth): {}", r.line());
+    p.shutdown.trigger();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let hello = hello::spawn().await;
+        let r = load::run(Spec::get(hello, "/").connections(64).stop(Stop::Duration(secs()))).await;
+        println!("hello-world baseline (hyper, 64 connections): {}", r.line());
+        let hello_rps = r.rps;
+
+        let dir = tempfile::tempdir().unwrap();
+        let url = pressoir_core::db::sqlite_url(&dir.path().join("press.sqlite"));
+        bench_backend("SQLite", url, "press", hello_rps).await;
+        match pressoir_core::db::test_postgres_url() {
+            Some(url) => {
+                let schema = format!("bench_{}", std::process::id());
+                bench_backend("PostgreSQL", url.clone(), &schema, hello_rps).await;
+                if let Ok(db) = pressoir_core::db::Db::connect(&url, "public", 1).await {
+                    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).execute(&db.pool).await;
+                }
+            }
+            None => println!("PostgreSQL SKIPPED (set PRESSOIR_TEST_POSTGRES_URL)"),
+        }
+    });
+}

@@ -1,0 +1,207 @@
+//! `pressoir press ...`: Press alone against remote agents (`serve`), and the Administrator's
+//! commands on Press's store (teams, users, servers), which work with Press stopped or running.
+
+use anyhow::Context;
+use pressoir_core::secret::Origin;
+use pressoir_core::{CredentialStore, RateSpec, Secret, Shutdown};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct PressArgs {
+    #[command(subcommand)]
+    pub command: PressCommand,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// Holds credentials.json and the default SQLite database.
+    #[arg(long, env = "PRESSOIR_DATA_DIR", default_value = "./pressoir-data")]
+    pub data_dir: PathBuf,
+    /// `sqlite://...` (default: in the data dir) or `postgres://...`.
+    #[arg(long, env = "PRESSOIR_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+impl StoreArgs {
+    fn url(&self) -> String {
+        let url = match &self.database_url {
+            Some(u) => u.clone(),
+            None => pressoir_core::db::sqlite_url(&self.data_dir.join("pressoir.sqlite")),
+        };
+        pressoir_core::db::service_url(&url, "press")
+    }
+
+    async fn open(&self) -> anyhow::Result<pressoir_press::store::Store> {
+        std::fs::create_dir_all(&self.data_dir)?;
+        Ok(pressoir_press::open_store(&self.url(), "press", 2).await?)
+    }
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum PressCommand {
+    /// Runs Press alone; register agents with `pressoir press server add`.
+    Serve {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long, default_value = "127.0.0.1:30080")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "cloud.localhost")]
+        domain: String,
+        /// The Press API's limit per credential (`off` lifts it).
+        #[arg(long, default_value = "100/min")]
+        rate_limit: RateSpec,
+        /// Press's budget toward each agent; match the agents' own limit.
+        #[arg(long, default_value = "50/min")]
+        agent_rate_limit: RateSpec,
+    },
+    /// Teams.
+    Team {
+        #[command(subcommand)]
+        command: TeamCommand,
+    },
+    /// Users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Servers (each runs `pressoir agent serve`).
+    Server {
+        #[command(subcommand)]
+        command: ServerCommand,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum TeamCommand {
+    /// Creates a team.
+    Add {
+        #[command(flatten)]
+        store: StoreArgs,
+        name: String,
+        #[arg(long)]
+        title: Option<String>,
+        /// The owning user (a member from the start).
+        #[arg(long, default_value = "Administrator")]
+        owner: String,
+    },
+    /// Lists teams.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum UserCommand {
+    /// Creates a user; the password comes from PRESSOIR_USER_PASSWORD (or its _FILE).
+    Add {
+        #[command(flatten)]
+        store: StoreArgs,
+        email: String,
+        #[arg(long)]
+        full_name: Option<String>,
+        #[arg(long)]
+        team: Option<String>,
+    },
+    /// Adds a user to a team.
+    Join {
+        #[command(flatten)]
+        store: StoreArgs,
+        user: String,
+        team: String,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ServerCommand {
+    /// Registers a server; its agent password comes from PRESSOIR_AGENT_PASSWORD (or its _FILE).
+    Add {
+        #[command(flatten)]
+        store: StoreArgs,
+        name: String,
+        #[arg(long)]
+        agent_url: String,
+        #[arg(long, default_value = "Administrator")]
+        team: String,
+        #[arg(long, default_value = "bench-0001")]
+        bench: String,
+    },
+    /// Lists servers.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// A secret from env `var` or `var_FILE`, never from the credentials file.
+fn from_env(var: &str) -> anyhow::Result<String> {
+    if let Ok(v) = std::env::var(var) {
+        return Ok(v);
+    }
+    if let Ok(path) = std::env::var(format!("{var}_FILE")) {
+        let v = std::fs::read_to_string(&path).with_context(|| format!("cannot read {var}_FILE '{path}'"))?;
+        return Ok(v.trim_end_matches(['\n', '\r']).to_string());
+    }
+    anyhow::bail!("set {var} (or {var}_FILE)")
+}
+
+pub async fn run(args: PressArgs) -> anyhow::Result<()> {
+    match args.command {
+        PressCommand::Serve { store, listen, domain, rate_limit, agent_rate_limit } => {
+            std::fs::create_dir_all(&store.data_dir)?;
+            let creds = CredentialStore::new(&store.data_dir);
+            let (admin, origin) = creds.resolve("admin_password", "PRESSOIR_ADMIN_PASSWORD", None)?;
+            if origin == Origin::Generated {
+                println!("generated Administrator password: {} (stored in {})", admin.expose(), creds.path().display());
+            }
+            let mut cfg = pressoir_press::Config::new(store.url(), Secret::new(admin.expose()));
+            cfg.domain = domain;
+            cfg.rate_limit = rate_limit;
+            cfg.agent_rate_limit = agent_rate_limit;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            println!("pressoir press: ready on http://{}", listener.local_addr()?);
+            pressoir_press::run(cfg, listener, Shutdown::on_signals()).await?;
+        }
+        PressCommand::Team { command: TeamCommand::Add { store, name, title, owner } } => {
+            let s = store.open().await?;
+            let title = title.unwrap_or_else(|| name.clone());
+            pressoir_press::admin_new_team(&s, &name, &title, &owner).await?;
+            println!("team {name} created (owner {owner})");
+        }
+        PressCommand::Team { command: TeamCommand::List { store } } => {
+            let s = store.open().await?;
+            for t in s.teams().await? {
+                println!("{}\t{}\towner={}", t.name, t.title, t.owner);
+            }
+        }
+        PressCommand::User { command: UserCommand::Add { store, email, full_name, team } } => {
+            let password = from_env("PRESSOIR_USER_PASSWORD")?;
+            let s = store.open().await?;
+            let full = full_name.unwrap_or_else(|| email.clone());
+            pressoir_press::admin_new_user(&s, &email, &full, &password, team.as_deref()).await?;
+            println!("user {email} created");
+        }
+        PressCommand::User { command: UserCommand::Join { store, user, team } } => {
+            let s = store.open().await?;
+            pressoir_press::admin_add_member(&s, &team, &user).await?;
+            println!("{user} joined {team}");
+        }
+        PressCommand::Server { command: ServerCommand::Add { store, name, agent_url, team, bench } } => {
+            let password = from_env("PRESSOIR_AGENT_PASSWORD")?;
+            let s = store.open().await?;
+            let apps: Vec<String> = pressoir_press::DEFAULT_APPS.iter().map(|a| a.to_string()).collect();
+            pressoir_press::admin_new_server(&s, &name, &agent_url, &password, &team, &bench, &apps).await?;
+            println!("server {name} registered at {agent_url}");
+        }
+        PressCommand::Server { command: ServerCommand::List { store } } => {
+            let s = store.open().await?;
+            for srv in s.servers().await? {
+                println!("{}\t{}\t{}\tteam={}", srv.name, srv.status, srv.agent_url, srv.team);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,114 @@
+//! `pressoir up`: the whole cloud on one machine. Resolves the secrets (flag → env → `*_FILE` →
+//! `<data-dir>/credentials.json`, generated once), starts the embedded agent as server
+//! `app-server-1` with bench `bench-0001`, and serves every service behind one gateway that
+//! routes by `Host`.
+
+use anyhow::Context;
+use pressoir_core::gateway::Gateway;
+use pressoir_core::secret::Origin;
+use pressoir_core::{CredentialStore, RateSpec, Secret, Shutdown};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tokio::net::TcpListener;
+
+#[derive(clap::Args, Debug)]
+pub struct UpArgs {
+    /// Where every service keeps its state.
+    #[arg(long, env = "PRESSOIR_DATA_DIR", default_value = "./pressoir-data")]
+    pub data_dir: PathBuf,
+    /// The gateway's address (every service behind one listener).
+    #[arg(long, default_value = "127.0.0.1:30080")]
+    pub listen: SocketAddr,
+    /// The embedded agent's address.
+    #[arg(long, default_value = "127.0.0.1:25052")]
+    pub agent_listen: SocketAddr,
+    /// Sites are named `<name>.<domain>`; the gateway serves Press on it.
+    #[arg(long, default_value = "cloud.localhost")]
+    pub domain: String,
+    /// `sqlite://...` (default: in the data dir) or `postgres://...`.
+    #[arg(long, env = "PRESSOIR_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// The Press API's limit per credential (`off` lifts it).
+    #[arg(long, default_value = "100/min")]
+    pub rate_limit_press: RateSpec,
+    /// The agent API's limit per credential (`off` lifts it).
+    #[arg(long, default_value = "50/min")]
+    pub rate_limit_agent: RateSpec,
+}
+
+/// The embedded server and bench, the reference's names.
+pub const SERVER: &str = "app-server-1";
+pub const BENCH: &str = "bench-0001";
+
+fn resolve(store: &CredentialStore, key: &str, var: &str, label: &str) -> anyhow::Result<Secret> {
+    let (secret, origin) = store.resolve(key, var, None)?;
+    if origin == Origin::Generated {
+        // Printed once, at first start; it is stored in credentials.json (mode 0600).
+        println!("generated {label}: {} (stored in {})", secret.expose(), store.path().display());
+    }
+    Ok(secret)
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create the data dir {}", args.data_dir.display()))?;
+    let data_dir = args.data_dir.canonicalize()?;
+    let creds = CredentialStore::new(&data_dir);
+    let admin_password = resolve(&creds, "admin_password", "PRESSOIR_ADMIN_PASSWORD", "Administrator password")?;
+    let agent_password = resolve(&creds, "agent_password", "PRESSOIR_AGENT_PASSWORD", "agent password")?;
+
+    let database_url = match &args.database_url {
+        Some(u) => u.clone(),
+        None => pressoir_core::db::sqlite_url(&data_dir.join("pressoir.sqlite")),
+    };
+    let shutdown = Shutdown::on_signals();
+
+    let gateway_l = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--listen)", args.listen))?;
+    let agent_l = TcpListener::bind(args.agent_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--agent-listen)", args.agent_listen))?;
+    let gateway_addr = gateway_l.local_addr()?;
+    let agent_addr = agent_l.local_addr()?;
+
+    // The embedded agent pushes job changes to Press through the gateway.
+    let mut agent = pressoir_agent::Config::new(data_dir.join("agent"), agent_password.clone());
+    agent.rate_limit = args.rate_limit_agent;
+    agent.press_url = Some(format!("http://{gateway_addr}"));
+    agent.server_name = SERVER.to_string();
+    let agent_shutdown = shutdown.clone();
+    let agent_task = tokio::spawn(async move { pressoir_agent::run(agent, agent_l, agent_shutdown).await });
+
+    let mut press = pressoir_press::Config::new(
+        pressoir_core::db::service_url(&database_url, "press"),
+        admin_password,
+    );
+    press.domain = args.domain.clone();
+    press.rate_limit = args.rate_limit_press;
+    press.agent_rate_limit = args.rate_limit_agent;
+    let mut seed = pressoir_press::ServerSeed::new(SERVER, &format!("http://{agent_addr}"), agent_password);
+    seed.bench = BENCH.to_string();
+    press.servers = vec![seed];
+    let press_router = pressoir_press::app(press, shutdown.clone()).await.context("press failed to start")?;
+
+    // One line per service: `.host("auth.", identity)`, `.host("s3.", objects)`,
+    // `.host("billing.", billing)`, and `.path("/realms/", identity)`, `.path("/api/v1/", billing)`.
+    let gateway = Gateway::new(press_router);
+
+    println!(
+        "pressoir up: ready - Press http://{domain}:{port} (also http://{gateway_addr}/api/method/ping), agent http://{agent_addr}, data {dir}",
+        domain = args.domain,
+        port = gateway_addr.port(),
+        dir = data_dir.display(),
+    );
+    let served = pressoir_core::serve(gateway_l, gateway.into_router(), shutdown.clone()).await;
+    shutdown.trigger();
+    match agent_task.await {
+        Ok(Err(e)) => tracing::error!(error = %e, "agent stopped with an error"),
+        Err(e) => tracing::error!(error = %e, "agent task failed"),
+        Ok(Ok(())) => {}
+    }
+    served.context("gateway")?;
+    Ok(())
+}
