@@ -785,7 +785,7 @@ impl App {
                 }
             }
             None => {
-                let at = subscription_at.unwrap_or(now);
+                let at = subscription_at.unwrap_or_else(now_s);
                 let active = at <= now;
                 let s = SubRow {
                     lago_id: new_id(),
@@ -1363,4 +1363,11 @@ pub fn check_seed(code: &str, currency: &str) -> bool {
 /// The plan a subscription points at, deleted or not (for the invoice module).
 pub async fn plan_by_id_pub(app: &App, c: &mut Conn, id: &str) -> Result<Plan, Error> {
     app.plan_by_id(c, id).await
+}
+
+/// Now, in whole seconds: a new subscription starts on a second, because clients (Press,
+/// `lago-python-client`) send event timestamps in Unix seconds, and an event stamped in the
+/// second a subscription started belongs to it.
+pub fn now_s() -> i64 {
+    now_ms() / 1000 * 1000
 }

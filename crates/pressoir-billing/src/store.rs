@@ -17,6 +17,8 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 pub type Conn = AnyConnection;
 
+const BUCKET_SHARDS: i64 = 16;
+
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -568,23 +570,26 @@ pub async fn insert_events(c: &mut Conn, events: &[EventRow]) -> Result<Vec<usiz
         *a = a.merge(Agg::of_event(e.timestamp, e.value));
     }
     let keys: Vec<_> = buckets.into_iter().collect();
+    // Concurrent writers to one subscription spread over shards of the same hour, so they do
+    // not queue on one row lock (PostgreSQL); readers sum the shards.
+    let shard = rand::random::<u8>() as i64 % BUCKET_SHARDS;
     for chunk in keys.chunks(100) {
         let mut q = String::from(
-            "INSERT INTO usage_buckets (external_subscription_id, code, hour, events_count, value_count, \
+            "INSERT INTO usage_buckets (external_subscription_id, code, hour, shard, events_count, value_count, \
              value_sum, value_max, latest_ts, latest_value) VALUES ",
         );
         for i in 0..chunk.len() {
-            let b = i * 9;
+            let b = i * 10;
             if i > 0 {
                 q.push(',');
             }
             q.push_str(&format!(
-                "(${},${},${},${},${},${},${},${},${})",
-                b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9
+                "(${},${},${},${},${},${},${},${},${},${})",
+                b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9, b + 10
             ));
         }
         q.push_str(
-            " ON CONFLICT (external_subscription_id, code, hour) DO UPDATE SET \
+            " ON CONFLICT (external_subscription_id, code, hour, shard) DO UPDATE SET \
              events_count = usage_buckets.events_count + excluded.events_count, \
              value_count = usage_buckets.value_count + excluded.value_count, \
              value_sum = usage_buckets.value_sum + excluded.value_sum, \
@@ -604,6 +609,7 @@ pub async fn insert_events(c: &mut Conn, events: &[EventRow]) -> Result<Vec<usiz
                 .bind(*sub)
                 .bind(*code)
                 .bind(*hour)
+                .bind(shard)
                 .bind(a.events_count)
                 .bind(a.value_count)
                 .bind(a.value_sum)
@@ -693,7 +699,7 @@ const BUCKET_SUMS: &str = "SELECT CAST(COALESCE(SUM(events_count), 0) AS BIGINT)
     AND hour >= $3 AND hour < $4";
 const BUCKET_LATEST: &str = "SELECT latest_ts, latest_value FROM usage_buckets \
     WHERE external_subscription_id = $1 AND code = $2 AND hour >= $3 AND hour < $4 \
-    AND latest_ts IS NOT NULL ORDER BY hour DESC LIMIT 1";
+    AND latest_ts IS NOT NULL ORDER BY latest_ts DESC LIMIT 1";
 
 /// The aggregate of events in `[from, to)` straight from the events table.
 pub async fn agg_raw(c: &mut Conn, sub: &str, code: &str, from: i64, to: i64) -> Result<Agg, Error> {

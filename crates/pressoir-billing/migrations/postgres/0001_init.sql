@@ -78,13 +78,14 @@ CREATE TABLE usage_buckets (
     external_subscription_id TEXT NOT NULL,
     code TEXT NOT NULL,
     hour BIGINT NOT NULL,
+    shard BIGINT NOT NULL,
     events_count BIGINT NOT NULL,
     value_count BIGINT NOT NULL,
     value_sum BIGINT NOT NULL,
     value_max BIGINT,
     latest_ts BIGINT,
     latest_value BIGINT,
-    PRIMARY KEY (external_subscription_id, code, hour)
+    PRIMARY KEY (external_subscription_id, code, hour, shard)
 );
 
 CREATE TABLE invoices (

@@ -78,13 +78,14 @@ CREATE TABLE usage_buckets (
     external_subscription_id TEXT NOT NULL,
     code TEXT NOT NULL,
     hour INTEGER NOT NULL,
+    shard INTEGER NOT NULL,
     events_count INTEGER NOT NULL,
     value_count INTEGER NOT NULL,
     value_sum INTEGER NOT NULL,
     value_max INTEGER,
     latest_ts INTEGER,
     latest_value INTEGER,
-    PRIMARY KEY (external_subscription_id, code, hour)
+    PRIMARY KEY (external_subscription_id, code, hour, shard)
 );
 
 CREATE TABLE invoices (
