@@ -32,10 +32,24 @@ impl StoreArgs {
         pressoir_core::db::service_url(&url, "press")
     }
 
+    /// Opens the store, seeding it like a first start would (the Administrator, its team and
+    /// the plans), so the commands work on a fresh data dir too.
     async fn open(&self) -> anyhow::Result<pressoir_press::store::Store> {
         std::fs::create_dir_all(&self.data_dir)?;
-        Ok(pressoir_press::open_store(&self.url(), "press", 2).await?)
+        let store = pressoir_press::open_store(&self.url(), "press", 2).await?;
+        let admin = admin_password(&self.data_dir)?;
+        pressoir_press::seed(&store, &pressoir_press::Config::new(self.url(), admin)).await?;
+        Ok(store)
     }
+}
+
+fn admin_password(data_dir: &std::path::Path) -> anyhow::Result<Secret> {
+    let creds = CredentialStore::new(data_dir);
+    let (admin, origin) = creds.resolve("admin_password", "PRESSOIR_ADMIN_PASSWORD", None)?;
+    if origin == Origin::Generated {
+        println!("generated Administrator password: {} (stored in {})", admin.expose(), creds.path().display());
+    }
+    Ok(admin)
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -150,12 +164,8 @@ pub async fn run(args: PressArgs) -> anyhow::Result<()> {
     match args.command {
         PressCommand::Serve { store, listen, domain, rate_limit, agent_rate_limit } => {
             std::fs::create_dir_all(&store.data_dir)?;
-            let creds = CredentialStore::new(&store.data_dir);
-            let (admin, origin) = creds.resolve("admin_password", "PRESSOIR_ADMIN_PASSWORD", None)?;
-            if origin == Origin::Generated {
-                println!("generated Administrator password: {} (stored in {})", admin.expose(), creds.path().display());
-            }
-            let mut cfg = pressoir_press::Config::new(store.url(), Secret::new(admin.expose()));
+            let admin = admin_password(&store.data_dir)?;
+            let mut cfg = pressoir_press::Config::new(store.url(), admin);
             cfg.domain = domain;
             cfg.rate_limit = rate_limit;
             cfg.agent_rate_limit = agent_rate_limit;

@@ -96,3 +96,40 @@ async fn failed_logins_are_limited() {
     assert_eq!((s, body["exc_type"].as_str()), (429, Some("TooManyRequestsError")));
     cloud.shutdown().await;
 }
+
+#[tokio::test]
+async fn sessions_expire() {
+    let opts = Opts { agent: false, session_ttl: Some(std::time::Duration::from_millis(800)), ..Opts::default() };
+    let cloud = Cloud::start(&Backend::Sqlite, opts).await;
+    let mut c = cloud.guest();
+    c.login("Administrator", ADMIN_PW).await;
+    assert_eq!(c.get("press.api.account.me", &[]).await.0, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    let (s, body) = c.get("press.api.account.me", &[]).await;
+    assert_eq!((s, body["exc_type"].as_str()), (401, Some("AuthenticationError")));
+    cloud.shutdown().await;
+}
+
+struct FakeIdentity;
+
+impl pressoir_press::auth::BearerVerifier for FakeIdentity {
+    fn verify(&self, token: &str) -> futures::future::BoxFuture<'_, Option<String>> {
+        let user = (token == "a-valid-access-token").then(|| "Administrator".to_string());
+        Box::pin(async move { user })
+    }
+}
+
+/// The seam for the identity service: a Bearer token authenticates its user.
+#[tokio::test]
+async fn bearer_tokens_go_through_the_verifier() {
+    let bearer = pressoir_press::Bearer(std::sync::Arc::new(FakeIdentity));
+    let cloud = Cloud::start(&Backend::Sqlite, Opts { agent: false, bearer: Some(bearer), ..Opts::default() }).await;
+    let mut c = cloud.guest();
+    c.auth = Some("Bearer a-valid-access-token".into());
+    let (s, body) = c.get("press.api.account.me", &[]).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["message"]["user"], "Administrator");
+    c.auth = Some("Bearer forged".into());
+    assert_eq!(c.get("press.api.account.me", &[]).await.0, 401);
+    cloud.shutdown().await;
+}

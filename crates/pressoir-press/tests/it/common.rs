@@ -36,6 +36,8 @@ pub struct Opts {
     pub poll_interval: Duration,
     pub push: bool,
     pub agent: bool,
+    pub session_ttl: Option<Duration>,
+    pub bearer: Option<pressoir_press::Bearer>,
 }
 
 impl Default for Opts {
@@ -46,6 +48,8 @@ impl Default for Opts {
             poll_interval: Duration::from_millis(100),
             push: true,
             agent: true,
+            session_ttl: None,
+            bearer: None,
         }
     }
 }
@@ -118,6 +122,10 @@ impl Cloud {
         cfg.agent_rate_limit = self.opts.agent_rate;
         cfg.poll_interval = self.opts.poll_interval;
         cfg.servers = vec![ServerSeed::new("app-server-1", &self.agent_url(), Secret::new(AGENT_PW))];
+        if let Some(t) = self.opts.session_ttl {
+            cfg.session_ttl = t;
+        }
+        cfg.bearer = self.opts.bearer.clone();
         cfg
     }
 
