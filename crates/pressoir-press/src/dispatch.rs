@@ -20,6 +20,9 @@ use tokio::sync::Notify;
 /// At most this many jobs per request, as the contract allows.
 pub const BATCH: usize = 100;
 
+/// How long a claimed job is reserved for its delivery.
+const LEASE_MS: i64 = 3_000;
+
 pub struct Dispatcher {
     store: Store,
     client: AgentClient,
@@ -121,8 +124,12 @@ impl Dispatcher {
     async fn deliver(&self, server_name: &str) -> Result<()> {
         let Some(server) = self.store.server(server_name).await? else { return Ok(()) };
         loop {
-            let due = self.store.due_jobs(server_name, now_ms(), BATCH as i64).await?;
-            if due.is_empty() || !self.take_budget(server_name) {
+            if !self.take_budget(server_name) {
+                return Ok(());
+            }
+            let now = now_ms();
+            let due = self.store.claim_due(server_name, now, now + LEASE_MS, BATCH as i64).await?;
+            if due.is_empty() {
                 return Ok(());
             }
             let full = due.len() == BATCH;
@@ -148,6 +155,8 @@ impl Dispatcher {
             Err(AgentError::Limited(wait)) => {
                 tracing::info!(server = %server.name, wait_s = wait.as_secs(), "agent rate limit; holding jobs");
                 self.pause(&server.name, wait);
+                let names: Vec<String> = due.iter().map(|j| j.name.clone()).collect();
+                self.store.release(&names, now_ms() + wait.as_millis() as i64).await?;
             }
             Err(AgentError::Rejected { status, message, index }) if status == 400 || status == 422 => {
                 let bad: Vec<usize> = match index {

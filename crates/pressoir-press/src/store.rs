@@ -630,6 +630,37 @@ impl Store {
         .await?)
     }
 
+    /// Claims up to `limit` due jobs of a server until `lease_until`, oldest first. One
+    /// statement, so two Press replicas never claim the same job (a claim that outlives its
+    /// holder simply expires; delivery is idempotent at the agent anyway).
+    pub async fn claim_due(&self, server: &str, now: i64, lease_until: i64, limit: i64) -> Result<Vec<Job>> {
+        let mut jobs = sqlx::query_as::<Any, Job>(&format!(
+            "UPDATE jobs SET next_retry_at = $1 WHERE name IN (SELECT name FROM jobs WHERE server = $2 AND status = 'Undelivered' AND next_retry_at <= $3 ORDER BY name LIMIT $4) AND status = 'Undelivered' AND next_retry_at <= $3 RETURNING {JOB_COLS}"
+        ))
+        .bind(lease_until)
+        .bind(server)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.db.pool)
+        .await?;
+        jobs.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(jobs)
+    }
+
+    /// Gives claimed jobs back, due again at `at` (no retry counted).
+    pub async fn release(&self, names: &[String], at: i64) -> Result<()> {
+        let mut tx = self.db.pool.begin().await?;
+        for n in names {
+            sqlx::query("UPDATE jobs SET next_retry_at = $1 WHERE name = $2 AND status = 'Undelivered'")
+                .bind(at)
+                .bind(n)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Servers with undelivered jobs due now.
     pub async fn servers_with_due_jobs(&self, now: i64) -> Result<Vec<String>> {
         let rows: Vec<(String,)> =

@@ -146,6 +146,26 @@ impl Cloud {
         self.wait_ready().await;
     }
 
+    /// Another Press on the same database (a replica behind a load balancer); stops with `sd`.
+    pub async fn start_replica(&self, sd: Shutdown) -> Client {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let cfg = self.press_config();
+        tokio::spawn(async move {
+            if let Err(e) = pressoir_press::run(cfg, l, sd).await {
+                panic!("replica failed: {e}");
+            }
+        });
+        let mut c = self.guest();
+        c.base = format!("http://{addr}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while c.get("ping", &[]).await.0 != 200 {
+            assert!(Instant::now() < deadline, "replica did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        c
+    }
+
     pub async fn stop_press(&mut self) {
         if let Some((sd, h)) = self.press.take() {
             sd.trigger();

@@ -85,3 +85,26 @@ async fn pushes_alone_bring_sites_to_active() {
     admin.wait_status(&site, "Active", 20).await;
     cloud.shutdown().await;
 }
+
+/// Two Press replicas on one database share the outbox: every site ends Active, once.
+#[tokio::test]
+async fn two_replicas_share_the_outbox() {
+    for b in backends() {
+        let cloud = Cloud::start(&b, Opts::default()).await;
+        let sd = pressoir_core::Shutdown::new();
+        let mut second = cloud.start_replica(sd.clone()).await;
+        let first = cloud.admin().await;
+        second.auth = first.auth.clone();
+        let mut sites = Vec::new();
+        for i in 0..8 {
+            let c = if i % 2 == 0 { &first } else { &second };
+            sites.push(c.new_site(&format!("replica{i}"), &["frappe"]).await.0);
+        }
+        for s in &sites {
+            second.wait_status(s, "Active", 30).await;
+        }
+        assert_eq!(count_dirs(&cloud, "replica").await, 8);
+        sd.trigger();
+        cloud.shutdown().await;
+    }
+}

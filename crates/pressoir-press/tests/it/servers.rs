@@ -54,6 +54,25 @@ async fn servers_list_status_and_new() {
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         let (_, body) = admin.get("press.api.site.get", &[("name", "waitsite")]).await;
         assert_eq!(body["message"]["status"], "Pending");
+        // The agent's push endpoint takes only that server's agent password.
+        let push = |auth: &'static str, server: &'static str| {
+            let admin = admin.clone();
+            async move {
+                let mut c = admin.clone();
+                c.auth = Some(auth.to_string());
+                c.post("press.api.callbacks.agent_jobs", json!({"server": server, "jobs": []})).await
+            }
+        };
+        assert_eq!(push("Bearer wrong", "app-server-1").await.0, 401);
+        assert_eq!(push("Bearer secret-two", "app-server-1").await.0, 401, "another server's password");
+        let (s, body) = push("Bearer secret-two", "app-server-2").await;
+        assert_eq!((s, body["message"]["accepted"].as_i64()), (200, Some(0)), "{body}");
+        let mut c = admin.clone();
+        c.auth = Some(format!("Bearer {AGENT_PW}"));
+        let (s, body) = c
+            .post("press.api.callbacks.agent_jobs", json!({"server": "app-server-1", "jobs": [{"id": "999", "agent_job_id": "nope", "status": "Success"}]}))
+            .await;
+        assert_eq!((s, body["message"]["accepted"].as_i64()), (200, Some(0)), "unknown jobs change nothing");
         cloud.shutdown().await;
     }
 }
