@@ -336,3 +336,45 @@ impl App {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Interval;
+    use rust_decimal::Decimal;
+
+    fn plan(trial_days: i64) -> Plan {
+        Plan {
+            lago_id: "p".into(),
+            name: "P".into(),
+            code: "p".into(),
+            invoice_display_name: None,
+            description: None,
+            interval: Interval::Monthly,
+            amount_cents: 3100,
+            amount_currency: "USD".into(),
+            trial_period: Decimal::from(trial_days),
+            pay_in_advance: false,
+            bill_charges_monthly: None,
+            charges: vec![],
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn subscription_fee_is_prorated_by_days_and_free_in_trial() {
+        let day = period::DAY_MS;
+        let m = 1_798_761_600_000; // 2027-01-01, a 31-day month
+        let full = (m, m + 31 * day);
+        assert_eq!(subscription_fee(&plan(0), m, full, m, full.1), 3100);
+        // started on the 11th at noon: 21 days billed
+        let start = m + 10 * day + day / 2;
+        assert_eq!(subscription_fee(&plan(0), start, full, start, full.1), 2100);
+        // a 5-day trial from the 1st: 26 days billed
+        assert_eq!(subscription_fee(&plan(5), m, full, m, full.1), 2600);
+        // a trial longer than the period: nothing
+        assert_eq!(subscription_fee(&plan(40), m, full, m, full.1), 0);
+        // terminated on the 3rd: 3 days
+        assert_eq!(subscription_fee(&plan(0), m, full, m, m + 2 * day + 5), 300);
+    }
+}

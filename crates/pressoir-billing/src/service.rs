@@ -913,22 +913,35 @@ impl App {
         Ok(sub)
     }
 
-    /// Runs [`bill`](Self::bill) for every active or pending subscription, one transaction each.
+    /// Runs [`bill`](Self::bill), one transaction each, for the subscriptions that have
+    /// something due: a pending start, an ended period, or an end date reached. The others
+    /// are skipped without taking a write transaction.
     pub async fn bill_all(&self) -> Result<(), Error> {
-        let subs = {
-            let mut c = self.store.read().await?;
-            store::subs_with_status(&mut c, &["active", "pending"]).await?
-        };
         let now = now_ms();
-        for s in subs {
+        let due: Vec<SubRow> = {
+            let mut c = self.store.read().await?;
+            let subs = store::subs_with_status(&mut c, &["active", "pending"]).await?;
+            let mut plans: HashMap<String, Plan> = HashMap::new();
+            let mut due = Vec::new();
+            for s in subs {
+                if !plans.contains_key(&s.plan_id) {
+                    let p = self.plan_by_id(&mut c, &s.plan_id).await?;
+                    plans.insert(s.plan_id.clone(), p);
+                }
+                let plan = &plans[&s.plan_id];
+                if is_due(&s, plan, now) {
+                    due.push(s);
+                }
+            }
+            due
+        };
+        for s in due {
             let mut tx = self.store.begin().await?;
             let c = tx.conn();
             // Re-read inside the transaction: another writer may have moved it.
             let Some(fresh) = store::sub_by_id(c, &s.lago_id).await? else { continue };
-            if fresh != s {
-                if !matches!(fresh.status.as_str(), "active" | "pending") {
-                    continue;
-                }
+            if !matches!(fresh.status.as_str(), "active" | "pending") {
+                continue;
             }
             self.bill(c, fresh, now).await?;
             tx.commit().await?;
@@ -1370,4 +1383,21 @@ pub async fn plan_by_id_pub(app: &App, c: &mut Conn, id: &str) -> Result<Plan, E
 /// second a subscription started belongs to it.
 pub fn now_s() -> i64 {
     now_ms() / 1000 * 1000
+}
+
+/// Whether [`App::bill`] would change anything for this subscription at `now`.
+pub fn is_due(s: &SubRow, plan: &Plan, now: i64) -> bool {
+    match s.status.as_str() {
+        "pending" => s.previous_id.is_none() && s.subscription_at <= now,
+        "active" => {
+            if s.ending_at.is_some_and(|e| e <= now) {
+                return true;
+            }
+            let bt = BillingTime::parse(&s.billing_time).unwrap_or(BillingTime::Calendar);
+            let started = s.started_at.unwrap_or(s.subscription_at);
+            let cursor = s.billed_until.unwrap_or(started);
+            period::containing(plan.interval, bt, started, cursor).to <= now
+        }
+        _ => false,
+    }
 }
