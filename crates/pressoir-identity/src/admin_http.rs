@@ -110,6 +110,7 @@ macro_rules! authorized {
 }
 
 /// A JSON body, or Keycloak's 400 for one that does not parse.
+#[allow(clippy::result_large_err)]
 fn body<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, Response> {
     serde_json::from_slice(bytes)
         .map_err(|e| err(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}")))

@@ -95,6 +95,7 @@ fn error_back(p: &HashMap<String, String>, redirect_uri: &str, code: &str, desc:
     back(redirect_uri, &pairs)
 }
 
+#[allow(clippy::result_large_err)]
 fn check(v: &RealmView, p: HashMap<String, String>) -> Result<AuthRequest, Response> {
     let p: HashMap<String, String> = p.into_iter().filter(|(_, v)| !v.is_empty()).collect();
     let Some(client) = p

@@ -35,6 +35,8 @@ pub struct Service {
     issuer_base: String,
     views: Mutex<HashMap<String, (Instant, Arc<RealmView>)>>,
     parsed: Mutex<HashMap<String, Arc<SigningKey>>>,
+    /// One realm load at a time.
+    loading: tokio::sync::Mutex<()>,
     users_guard: Guard,
     clients_guard: Guard,
 }
@@ -71,6 +73,7 @@ impl Service {
             issuer_base: issuer_base.trim_end_matches('/').to_string(),
             views: Mutex::new(HashMap::new()),
             parsed: Mutex::new(HashMap::new()),
+            loading: tokio::sync::Mutex::new(()),
             users_guard: Guard::new(brute_force),
             clients_guard: Guard::new(brute_force),
         }
@@ -88,16 +91,34 @@ impl Service {
     }
 
     /// The realm's view, from the cache or the store. `None` if the realm does not exist.
+    /// An expired view is reloaded by one caller while the others keep using the old one.
     pub async fn view(&self, realm: &str) -> Result<Option<Arc<RealmView>>, Error> {
-        {
+        let cached = {
             let views = self.views.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((at, v)) = views.get(realm)
-                && at.elapsed() < VIEW_TTL
-            {
-                return Ok(Some(v.clone()));
-            }
+            views.get(realm).cloned()
+        };
+        if let Some((at, v)) = &cached
+            && at.elapsed() < VIEW_TTL
+        {
+            return Ok(Some(v.clone()));
+        }
+        let _loading = match (&cached, self.loading.try_lock()) {
+            (_, Ok(guard)) => guard,
+            (Some((_, stale)), Err(_)) => return Ok(Some(stale.clone())),
+            (None, Err(_)) => self.loading.lock().await,
+        };
+        // Another caller may have loaded it while this one waited.
+        if let Some((at, v)) = self
+            .views
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(realm)
+            && at.elapsed() < VIEW_TTL
+        {
+            return Ok(Some(v.clone()));
         }
         let Some(view) = self.load_view(realm).await? else {
+            self.invalidate(realm);
             return Ok(None);
         };
         let view = Arc::new(view);
