@@ -82,20 +82,23 @@ pub struct SeedPlan {
 }
 
 impl SeedPlan {
-    /// Press's plans: `starter_monthly`, `pro_monthly`, `business_monthly`.
+    /// Press's default plans, by billing code and price: `trial_monthly` (free),
+    /// `starter_monthly`, `pro_monthly` and `business_monthly`, each including the storage of
+    /// the Press plan and charging 0.10 per GB above it.
     pub fn defaults() -> Vec<SeedPlan> {
-        let p = |code: &str, name: &str, cents, gb, per: i64| SeedPlan {
+        let p = |code: &str, name: &str, cents, gb| SeedPlan {
             code: code.into(),
             name: name.into(),
             amount_cents: cents,
             currency: "USD".into(),
             included_gb: gb,
-            per_gb: Decimal::new(per, 2),
+            per_gb: Decimal::new(10, 2),
         };
         vec![
-            p("starter_monthly", "Starter", 500, 10, 10),
-            p("pro_monthly", "Pro", 2500, 50, 8),
-            p("business_monthly", "Business", 10000, 200, 5),
+            p("trial_monthly", "Trial", 0, 5),
+            p("starter_monthly", "Starter", 1000, 5),
+            p("pro_monthly", "Pro", 2500, 25),
+            p("business_monthly", "Business", 5000, 50),
         ]
     }
 
@@ -108,7 +111,7 @@ impl SeedPlan {
             let mut parts = rest.split(':');
             let amount_cents: i64 = parts.next().ok_or_else(bad)?.parse().map_err(|_| bad())?;
             let currency = parts.next().unwrap_or("USD").to_string();
-            let included_gb: i64 = parts.next().unwrap_or("10").parse().map_err(|_| bad())?;
+            let included_gb: i64 = parts.next().unwrap_or("5").parse().map_err(|_| bad())?;
             let per_gb = input::parse_decimal(parts.next().unwrap_or("0.10")).ok_or_else(bad)?;
             if !service::check_seed(code, &currency) || amount_cents < 0 || included_gb < 0 {
                 return Err(bad());

@@ -175,6 +175,11 @@ pub fn event(e: &EventRow, lago_subscription_id: Option<&str>) -> Value {
         Ok(v @ Value::Object(_)) => v,
         _ => json!({}),
     };
+    event_with(e, properties, lago_subscription_id)
+}
+
+/// [`event`] with the properties already parsed (ingest has them).
+pub fn event_with(e: &EventRow, properties: Value, lago_subscription_id: Option<&str>) -> Value {
     json!({
         "lago_id": e.lago_id,
         "transaction_id": e.transaction_id,

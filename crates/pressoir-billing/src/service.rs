@@ -1059,7 +1059,7 @@ impl App {
 
     // ---- events ----
 
-    fn event_row(&self, m: &Map<String, Value>, now: i64) -> Result<EventRow, FieldErrors> {
+    fn event_row(&self, m: &Map<String, Value>, now: i64) -> Result<(EventRow, Value), FieldErrors> {
         let mut f = Fields::new(m);
         let transaction_id = f.req_str("transaction_id");
         let ext_sub = f.req_str("external_subscription_id");
@@ -1097,8 +1097,9 @@ impl App {
         }
         let code = code.unwrap_or_default();
         let (mut value, mut value_text) = (None, None);
-        if let Some(metric) = self.metric_by_code(&code) {
-            if let Some(field) = &metric.field_name {
+        let field_name = self.metrics.read().ok().and_then(|g| g.get(&code).and_then(|m| m.field_name.clone()));
+        {
+            if let Some(field) = &field_name {
                 match properties.get(field) {
                     None | Some(Value::Null) => {}
                     Some(v) => {
@@ -1111,18 +1112,20 @@ impl App {
                 }
             }
         }
-        Ok(EventRow {
+        let properties = Value::Object(properties);
+        let row = EventRow {
             lago_id: new_id(),
             transaction_id: transaction_id.unwrap_or_default(),
             external_subscription_id: ext_sub.unwrap_or_default(),
             code,
             timestamp: timestamp.unwrap_or(now),
-            properties: Value::Object(properties).to_string(),
+            properties: properties.to_string(),
             value,
             value_text,
             precise_total_amount_cents: precise,
             created_at: now,
-        })
+        };
+        Ok((row, properties))
     }
 
     /// Ingests events, all or nothing. Duplicates of (external_subscription_id,
@@ -1130,10 +1133,14 @@ impl App {
     pub async fn ingest(&self, items: &[&Map<String, Value>], batch: bool) -> Result<Vec<Value>, Error> {
         let now = now_ms();
         let mut rows = Vec::with_capacity(items.len());
+        let mut props = Vec::with_capacity(items.len());
         let mut errors: BTreeMap<usize, FieldErrors> = BTreeMap::new();
         for (i, m) in items.iter().enumerate() {
             match self.event_row(m, now) {
-                Ok(r) => rows.push(r),
+                Ok((r, p)) => {
+                    rows.push(r);
+                    props.push(p);
+                }
                 Err(e) => {
                     errors.insert(i, e);
                 }
@@ -1191,9 +1198,10 @@ impl App {
         }
         Ok(rows
             .iter()
-            .map(|r| {
+            .zip(props)
+            .map(|(r, p)| {
                 let sid = sub_ids.get(&r.external_subscription_id).cloned().flatten();
-                render::event(r, sid.as_deref())
+                render::event_with(r, p, sid.as_deref())
             })
             .collect())
     }

@@ -33,7 +33,7 @@ pub enum BillingCommand {
         #[arg(long, env = "PRESSOIR_BILLING_API_URL", default_value = "http://billing.localhost")]
         api_url: String,
         /// Plans to seed, `code=amount_cents[:currency[:included_gb[:per_gb]]]`, comma-separated
-        /// (default: starter_monthly=500, pro_monthly=2500, business_monthly=10000).
+        /// (default: trial_monthly=0, starter_monthly=1000, pro_monthly=2500, business_monthly=5000).
         #[arg(long, env = "PRESSOIR_BILLING_SEED_PLANS")]
         seed_plans: Option<String>,
         /// Seconds between passes of the biller that issues invoices for ended periods.

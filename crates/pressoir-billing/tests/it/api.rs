@@ -108,9 +108,9 @@ async fn plans_reference_metrics_by_id_and_validate_charges() {
     for b in backends() {
         let s = spawn(b).await;
         let starter = s.ok("GET", "/plans/starter_monthly", None).await;
-        assert_eq!(starter["plan"]["amount_cents"], 500);
+        assert_eq!(starter["plan"]["amount_cents"], 1000);
         assert_eq!(starter["plan"]["charges"][0]["billable_metric_code"], "storage_gb");
-        for code in ["pro_monthly", "business_monthly"] {
+        for code in ["trial_monthly", "pro_monthly", "business_monthly"] {
             s.ok("GET", &format!("/plans/{code}"), None).await;
         }
         let metric_id = s.ok("GET", "/billable_metrics/storage_gb", None).await["billable_metric"]["lago_id"].clone();
@@ -260,8 +260,8 @@ async fn events_are_counted_once_and_batches_are_all_or_nothing() {
         let line = &usage["customer_usage"]["charges_usage"][0];
         assert_eq!(line["events_count"], 101);
         assert_eq!(line["units"], "12.5");
-        // graduated: 10 GB included, then 0.10 per GB: 2.5 * 0.10 = 0.25
-        assert_eq!(line["amount_cents"], 25);
+        // graduated: 5 GB included, then 0.10 per GB: 7.5 * 0.10 = 0.75
+        assert_eq!(line["amount_cents"], 75);
         // Unix seconds with decimals, as strings or numbers.
         let e = s
             .ok("POST", "/events", Some(json!({"event": {"transaction_id": "ts", "external_subscription_id": "site",

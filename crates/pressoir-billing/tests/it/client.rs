@@ -38,7 +38,7 @@ async fn the_press_client_drives_the_service() {
         let usage = lago.current_usage("team-c", "site-c").await.unwrap();
         assert_eq!(usage.charges_usage[0].events_count, 3);
         assert_eq!(usage.charges_usage[0].units, "30.0");
-        assert_eq!(usage.amount_cents, 200);
+        assert_eq!(usage.amount_cents, 250);
 
         let err = lago.current_usage("team-c", "nope").await.unwrap_err();
         assert_eq!(err.code(), Some(&ErrorCode::NoActiveSubscription));
@@ -54,7 +54,7 @@ async fn the_press_client_drives_the_service() {
         assert!(lago.terminate_subscription("site-c").await.unwrap().is_none());
         let (invoices, meta) = lago.list_invoices(Some("team-c"), 1, 20).await.unwrap();
         assert_eq!(meta.total_count, 1);
-        assert!(invoices[0].total_amount_cents >= 200);
+        assert!(invoices[0].total_amount_cents >= 250);
 
         let bad = LagoClient::new(s.base.clone(), Secret::new("wrong")).unwrap();
         let err = bad.list_invoices(None, 1, 1).await.unwrap_err();

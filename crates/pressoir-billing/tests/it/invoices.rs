@@ -32,13 +32,13 @@ async fn invoices_are_issued_per_period_and_on_termination() {
         // Newest first: the full month before this one, then the partial first month.
         let full = &invoices[0];
         let partial = &invoices[1];
-        assert_eq!(full["total_amount_cents"], 500);
-        assert_eq!(partial["total_amount_cents"], prorate(500, days_in(m2) - 14, days_in(m2)));
+        assert_eq!(full["total_amount_cents"], 1000);
+        assert_eq!(partial["total_amount_cents"], prorate(1000, days_in(m2) - 14, days_in(m2)));
         assert_eq!(full["status"], "finalized");
         assert_eq!(full["payment_status"], "pending");
         assert_eq!(full["invoice_type"], "subscription");
         let fees = full["fees"].as_array().unwrap();
-        assert!(fees.iter().any(|f| f["item"]["type"] == "subscription" && f["amount_cents"] == 500));
+        assert!(fees.iter().any(|f| f["item"]["type"] == "subscription" && f["amount_cents"] == 1000));
         assert!(fees.iter().any(|f| f["item"]["code"] == "storage_gb" && f["amount_cents"] == 0));
         assert_eq!(full["billing_periods"][0]["invoicing_reason"], "subscription_periodic");
 
@@ -51,8 +51,8 @@ async fn invoices_are_issued_per_period_and_on_termination() {
         assert_eq!(invoices.len(), 3);
         let closing = &invoices[0];
         let days_used = (today - m0).whole_days() + 1;
-        let fee = prorate(500, days_used, days_in(m0));
-        assert_eq!(closing["total_amount_cents"], fee + 150, "{closing}");
+        let fee = prorate(1000, days_used, days_in(m0));
+        assert_eq!(closing["total_amount_cents"], fee + 200, "{closing}");
         assert_eq!(closing["billing_periods"][0]["invoicing_reason"], "subscription_terminating");
         let id = closing["lago_id"].as_str().unwrap().to_string();
 
