@@ -8,6 +8,14 @@
 //! `Config::issuer_base` + `/realms/<realm>`), must not log or return secrets, and keeps its
 //! SQL in `store.rs`. [`verify::BearerVerifier`] is the client side other services (Press) use
 //! to accept its tokens, or a real Keycloak's, over HTTP only.
+//!
+//! Code map: `http` (OIDC endpoints) and `login` (the authorization endpoint's page) and
+//! `admin_http` (Keycloak-shaped admin API) are thin handlers over `service` (realm views
+//! cached in memory, client and user authentication, grants, token checks), which uses the
+//! pure rules of `model` (scopes, claims, PKCE, redirect URIs), `guard` (brute-force
+//! delays and lockouts), `crypto` (aws-lc keys kept parsed, compact JWS, JWKS) and the SQL of
+//! `store`. `oauth` is the closed error vocabulary; `admin` the operations shared by the
+//! admin API, the CLI and the first-start seed.
 
 pub mod admin;
 mod admin_http;

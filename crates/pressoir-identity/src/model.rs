@@ -437,6 +437,31 @@ mod tests {
     }
 
     #[test]
+    fn sessions_end_when_idle_or_too_old_and_refresh_tokens_never_outlive_them() {
+        let r = Realm::new("r");
+        let s = Session {
+            id: "s".into(),
+            realm: "r".into(),
+            user_id: "u".into(),
+            client_id: "c".into(),
+            scope: "openid".into(),
+            auth_time_s: 0,
+            created_ms: 0,
+            last_ms: 0,
+        };
+        assert!(s.alive(&r, 1_799_000));
+        assert!(!s.alive(&r, 1_800_000), "idle for 30 minutes");
+        let busy = Session {
+            last_ms: 35_999_000,
+            ..s.clone()
+        };
+        assert!(busy.alive(&r, 35_999_500));
+        assert!(!busy.alive(&r, 36_000_000), "older than 10 hours");
+        assert_eq!(s.refresh_expiry_s(&r, 100), 1900);
+        assert_eq!(s.refresh_expiry_s(&r, 35_000), 36_000);
+    }
+
+    #[test]
     fn email_and_names_follow_scopes() {
         let c = Client::new("r", "app");
         let mut u = User::new("r", "Ada");
