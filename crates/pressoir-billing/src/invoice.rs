@@ -276,6 +276,21 @@ impl App {
         Ok(render::invoice(&i))
     }
 
+    /// Finalizes the drafts whose customer's grace period has run out.
+    pub async fn finalize_due_drafts(&self, now: i64) -> Result<(), Error> {
+        let drafts = {
+            let mut c = self.store.read().await?;
+            store::list_invoices(&mut c, None, Some("draft"), None, Page { page: 1, per_page: 1000 }).await?.0
+        };
+        for d in drafts {
+            let grace = d.data.get("customer").and_then(|c| c.get("applicable_invoice_grace_period")).and_then(Value::as_i64).unwrap_or(0);
+            if d.created_at + grace * period::DAY_MS <= now {
+                self.finalize_invoice(&d.lago_id).await?;
+            }
+        }
+        Ok(())
+    }
+
     pub async fn finalize_invoice(&self, id: &str) -> Result<Value, Error> {
         self.change_invoice(id, |i| match i.status.as_str() {
             "draft" => {

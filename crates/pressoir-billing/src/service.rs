@@ -935,6 +935,7 @@ impl App {
             }
             due
         };
+        self.finalize_due_drafts(now).await?;
         for s in due {
             let mut tx = self.store.begin().await?;
             let c = tx.conn();

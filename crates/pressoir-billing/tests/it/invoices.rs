@@ -97,3 +97,60 @@ async fn draft_invoices_wait_for_the_grace_period() {
     let f = s.ok("PUT", &format!("/invoices/{id}/finalize"), None).await;
     assert_eq!(f["invoice"]["status"], "finalized");
 }
+
+#[tokio::test]
+async fn plans_paid_in_advance_invoice_the_fee_at_the_start() {
+    for b in backends() {
+        let s = spawn(b).await;
+        s.ok("POST", "/plans", Some(json!({"plan": {"name": "Ahead", "code": "ahead", "interval": "monthly",
+            "amount_cents": 3100, "amount_currency": "USD", "pay_in_advance": true}}))).await;
+        s.ok("POST", "/subscriptions", Some(json!({"subscription": {"external_customer_id": "adv",
+            "plan_code": "ahead", "external_id": "site-adv", "billing_time": "anniversary"}}))).await;
+        let list = s.ok("GET", "/invoices?external_customer_id=adv", None).await;
+        assert_eq!(list["meta"]["total_count"], 1, "{list}");
+        let inv = &list["invoices"][0];
+        // Anniversary: the first period is a full month from today.
+        assert_eq!(inv["total_amount_cents"], 3100);
+        assert_eq!(inv["billing_periods"][0]["invoicing_reason"], "subscription_starting");
+        assert_eq!(inv["fees"][0]["pay_in_advance"], true);
+    }
+}
+
+#[tokio::test]
+async fn recurring_metrics_carry_units_across_periods() {
+    for b in backends() {
+        let s = spawn(b).await;
+        let mut ids = vec![];
+        for (code, recurring) in [("licenses", true), ("licenses_once", false)] {
+            let m = s
+                .ok("POST", "/billable_metrics", Some(json!({"billable_metric": {"name": code, "code": code,
+                    "aggregation_type": "sum_agg", "field_name": "n", "recurring": recurring}})))
+                .await;
+            ids.push(m["billable_metric"]["lago_id"].clone());
+        }
+        s.ok("POST", "/plans", Some(json!({"plan": {"name": "Seats", "code": "seats", "interval": "monthly",
+            "amount_cents": 0, "amount_currency": "USD", "charges": [
+                {"billable_metric_id": ids[0], "charge_model": "standard", "properties": {"amount": "1"}},
+                {"billable_metric_id": ids[1], "charge_model": "standard", "properties": {"amount": "1"}}]}}))).await;
+        let today = OffsetDateTime::now_utc().date();
+        let m1 = month_start(today, 1);
+        s.ok("POST", "/subscriptions", Some(json!({"subscription": {"external_customer_id": "rec",
+            "plan_code": "seats", "external_id": "site-rec", "subscription_at": format!("{m1}T00:00:00Z")}}))).await;
+        let last_month = m1.midnight().assume_utc().unix_timestamp() + 86_400;
+        let mut events = vec![];
+        for (i, code) in ["licenses", "licenses_once"].iter().enumerate() {
+            events.push(json!({"transaction_id": format!("old-{i}"), "external_subscription_id": "site-rec",
+                "code": code, "timestamp": last_month, "properties": {"n": 3}}));
+            events.push(json!({"transaction_id": format!("new-{i}"), "external_subscription_id": "site-rec",
+                "code": code, "properties": {"n": 2}}));
+        }
+        s.ok("POST", "/events/batch", Some(json!({"events": events}))).await;
+        let u = s.ok("GET", "/customers/rec/current_usage?external_subscription_id=site-rec", None).await;
+        let lines = u["customer_usage"]["charges_usage"].as_array().unwrap();
+        let by = |code: &str| lines.iter().find(|l| l["billable_metric"]["code"] == code).unwrap().clone();
+        assert_eq!(by("licenses")["units"], "5.0");
+        assert_eq!(by("licenses")["amount_cents"], 500);
+        assert_eq!(by("licenses_once")["units"], "2.0");
+        assert_eq!(by("licenses_once")["events_count"], 1);
+    }
+}
