@@ -25,6 +25,11 @@ pub struct VerifierConfig {
     pub min_refetch: Duration,
     /// Clock skew allowed on `exp`, in seconds.
     pub leeway_secs: u64,
+    /// Other `iss` values to accept (a Keycloak reached under several host names).
+    pub also_issuers: Vec<String>,
+    /// Also accept a token whose `azp` is the audience when its `aud` lacks it: what a stock
+    /// Keycloak issues to a client that has no audience mapper (`aud` is `account` or absent).
+    pub accept_azp: bool,
 }
 
 impl VerifierConfig {
@@ -37,6 +42,8 @@ impl VerifierConfig {
             audience: audience.to_string(),
             min_refetch: Duration::from_secs(10),
             leeway_secs: 30,
+            also_issuers: Vec::new(),
+            accept_azp: false,
         }
     }
 }
@@ -240,9 +247,16 @@ impl BearerVerifier {
             return Err(VerifyError::Algorithm);
         }
         let mut v = Validation::new(alg);
-        v.set_issuer(&[&self.cfg.issuer]);
-        v.set_audience(&[&self.cfg.audience]);
-        v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let mut issuers = vec![self.cfg.issuer.as_str()];
+        issuers.extend(self.cfg.also_issuers.iter().map(String::as_str));
+        v.set_issuer(&issuers);
+        if self.cfg.accept_azp {
+            v.validate_aud = false;
+            v.set_required_spec_claims(&["exp", "iss", "sub"]);
+        } else {
+            v.set_audience(&[&self.cfg.audience]);
+            v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        }
         v.leeway = self.cfg.leeway_secs;
         let data = jsonwebtoken::decode::<Value>(token, &key, &v).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;
@@ -252,11 +266,26 @@ impl BearerVerifier {
                 K::InvalidAudience => VerifyError::Audience,
                 K::InvalidSignature => VerifyError::BadSignature,
                 K::InvalidAlgorithm => VerifyError::Algorithm,
+                K::MissingRequiredClaim(c) if c == "aud" => VerifyError::Audience,
+                K::MissingRequiredClaim(c) if c == "iss" => VerifyError::Issuer,
                 _ => VerifyError::Malformed,
             }
         })?;
+        if self.cfg.accept_azp && !audience_ok(&data.claims, &self.cfg.audience) {
+            return Err(VerifyError::Audience);
+        }
         claims_of(data.claims)
     }
+}
+
+/// `aud` (a string or an array) holds `audience`, or `azp` is it.
+fn audience_ok(claims: &Value, audience: &str) -> bool {
+    let in_aud = match claims.get("aud") {
+        Some(Value::String(a)) => a == audience,
+        Some(Value::Array(a)) => a.iter().any(|x| x == audience),
+        _ => false,
+    };
+    in_aud || claims.get("azp").and_then(Value::as_str) == Some(audience)
 }
 
 fn claims_of(raw: Value) -> Result<VerifiedClaims, VerifyError> {
@@ -314,6 +343,21 @@ mod tests {
         let keys = parse_jwks(&doc);
         assert_eq!(keys.len(), 1);
         assert_eq!(keys["sig"].1, Algorithm::RS256);
+    }
+
+    #[test]
+    fn the_audience_is_in_aud_or_else_azp() {
+        assert!(audience_ok(&json!({"aud": "press"}), "press"));
+        assert!(audience_ok(&json!({"aud": ["account", "press"]}), "press"));
+        assert!(audience_ok(
+            &json!({"aud": "account", "azp": "press"}),
+            "press"
+        ));
+        assert!(!audience_ok(
+            &json!({"aud": "account", "azp": "other"}),
+            "press"
+        ));
+        assert!(!audience_ok(&json!({}), "press"));
     }
 
     #[test]
