@@ -36,6 +36,55 @@ CREATE TABLE IF NOT EXISTS "tabSingles" (
 
 pub struct LocalDriver {
     root: PathBuf,
+    cache: ConnCache,
+}
+
+/// A site's open database and where it is.
+struct SiteDb {
+    path: PathBuf,
+    conn: SqliteConnection,
+}
+
+/// A few open site databases, so that the steps of one job (which run back to back) do not
+/// each pay for opening and checkpointing the file.
+#[derive(Default)]
+struct ConnCache(std::sync::Mutex<std::collections::VecDeque<(PathBuf, SqliteConnection)>>);
+
+const CACHED_CONNECTIONS: usize = 16;
+
+impl ConnCache {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(PathBuf, SqliteConnection)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take(&self, path: &Path) -> Option<SqliteConnection> {
+        let mut q = self.lock();
+        let i = q.iter().position(|(p, _)| p == path)?;
+        q.remove(i).map(|(_, c)| c)
+    }
+
+    fn put(&self, path: PathBuf, conn: SqliteConnection) {
+        let mut q = self.lock();
+        q.push_back((path, conn));
+        while q.len() > CACHED_CONNECTIONS {
+            q.pop_front();
+        }
+    }
+
+    /// Drops (and so closes) the connection to a database about to be removed.
+    fn evict(&self, path: &Path) {
+        drop(self.take(path));
+    }
+
+    /// Takes out every connection to a database under `dir`, to close them before removal.
+    fn take_under(&self, dir: &Path) -> Vec<SqliteConnection> {
+        let mut q = self.lock();
+        let (gone, kept): (Vec<_>, Vec<_>) = q.drain(..).partition(|(p, _)| p.starts_with(dir));
+        q.extend(kept);
+        gone.into_iter().map(|(_, c)| c).collect()
+    }
 }
 
 fn io_err(what: &str) -> impl Fn(std::io::Error) -> String + '_ {
@@ -145,7 +194,10 @@ impl LocalDriver {
                 write_atomic(&common, b"{}").map_err(Error::io("write common_site_config.json"))?;
             }
         }
-        Ok(LocalDriver { root })
+        Ok(LocalDriver {
+            root,
+            cache: ConnCache::default(),
+        })
     }
 
     fn sites_dir(&self, site: &SiteRef) -> PathBuf {
@@ -160,7 +212,7 @@ impl LocalDriver {
         SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(create)
-            .journal_mode(SqliteJournalMode::Delete)
+            .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .disable_statement_logging()
             .connect()
@@ -168,8 +220,8 @@ impl LocalDriver {
             .map_err(|e| format!("cannot open the site database: {e}"))
     }
 
-    /// Opens an existing site's database.
-    async fn site_db(&self, site: &SiteRef) -> Result<SqliteConnection, String> {
+    /// Opens an existing site's database, or takes its connection from the cache.
+    async fn site_db(&self, site: &SiteRef) -> Result<SiteDb, String> {
         let dir = self.site_dir(site);
         let s = site.clone();
         let config = blocking(move || read_config(&dir, &s)).await?;
@@ -179,9 +231,19 @@ impl LocalDriver {
             .ok_or("site_config.json has no db_name")?;
         let path = self.site_dir(site).join("db").join(format!("{db_name}.db"));
         if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            self.cache.evict(&path);
             return Err(format!("the database of site '{}' is missing", site.name));
         }
-        Self::open_db(&path, false).await
+        let conn = match self.cache.take(&path) {
+            Some(c) => c,
+            None => Self::open_db(&path, false).await?,
+        };
+        Ok(SiteDb { path, conn })
+    }
+
+    /// Returns a connection to the cache once a step is done with it.
+    fn release(&self, db: SiteDb) {
+        self.cache.put(db.path, db.conn);
     }
 
     async fn new_site(&self, n: &NewSite, ctx: StepContext) -> StepResult {
@@ -276,11 +338,11 @@ impl LocalDriver {
 
     async fn install_apps(&self, n: &NewSite) -> StepResult {
         let mut log = Log::default();
-        let mut db = self.site_db(&n.site).await.map_err(|e| log.fail(e))?;
+        let mut sdb = self.site_db(&n.site).await.map_err(|e| log.fail(e))?;
         let now = now_text();
         let apps: Vec<String> = n.apps.iter().skip(1).map(|a| a.to_string()).collect();
-        let r = install_all(&mut db, &apps, &now).await;
-        let _ = db.close().await;
+        let r = install_all(&mut sdb.conn, &apps, &now).await;
+        self.release(sdb);
         let done = r.map_err(|e| log.fail(format!("cannot record the apps: {e}")))?;
         if done.is_empty() {
             log.line("no apps besides frappe");
@@ -347,15 +409,15 @@ impl LocalDriver {
         })
         .await
         .map_err(|e| log.fail(e))?;
-        let mut db = self.site_db(&n.site).await.map_err(|e| log.fail(e))?;
+        let mut sdb = self.site_db(&n.site).await.map_err(|e| log.fail(e))?;
         let r = sqlx::query(
             "INSERT INTO __Auth (doctype, name, fieldname, password, encrypted) VALUES ('User', 'Administrator', 'password', ?1, 0) \
              ON CONFLICT (doctype, name, fieldname) DO UPDATE SET password = excluded.password",
         )
         .bind(hash)
-        .execute(&mut db)
+        .execute(&mut sdb.conn)
         .await;
-        let _ = db.close().await;
+        self.release(sdb);
         r.map_err(|e| log.fail(format!("cannot store the password: {e}")))?;
         log.line("set-admin-password *** (argon2id hash stored in __Auth)");
         log.done(None)
@@ -363,14 +425,14 @@ impl LocalDriver {
 
     async fn enable_scheduler(&self, site: &SiteRef) -> StepResult {
         let mut log = Log::default();
-        let mut db = self.site_db(site).await.map_err(|e| log.fail(e))?;
+        let mut sdb = self.site_db(site).await.map_err(|e| log.fail(e))?;
         let r = sqlx::query(
             "INSERT INTO tabSingles (doctype, field, value) VALUES ('System Settings', 'enable_scheduler', '1') \
              ON CONFLICT (doctype, field) DO UPDATE SET value = '1'",
         )
-        .execute(&mut db)
+        .execute(&mut sdb.conn)
         .await;
-        let _ = db.close().await;
+        self.release(sdb);
         r.map_err(|e| log.fail(format!("cannot enable the scheduler: {e}")))?;
         log.line("scheduler enable");
         log.done(None)
@@ -382,6 +444,9 @@ impl LocalDriver {
         let archived = self.sites_dir(site).join("archived");
         let s = site.clone();
         let stamp = time_stamp();
+        for conn in self.cache.take_under(&dir) {
+            let _ = conn.close().await;
+        }
         let (dest, dropped) = blocking(move || {
             let config = read_config(&dir, &s)?;
             let mut dropped = None;
@@ -418,9 +483,9 @@ impl LocalDriver {
 
     async fn install_app(&self, a: &SiteApp) -> StepResult {
         let mut log = Log::default();
-        let mut db = self.site_db(&a.site).await.map_err(|e| log.fail(e))?;
-        let r = install_one(&mut db, a.app.as_str(), &now_text()).await;
-        let _ = db.close().await;
+        let mut sdb = self.site_db(&a.site).await.map_err(|e| log.fail(e))?;
+        let r = install_one(&mut sdb.conn, a.app.as_str(), &now_text()).await;
+        self.release(sdb);
         match r {
             Ok(true) => log.line(format!("install-app {}", a.app)),
             Ok(false) => log.line(format!("app {} is already installed", a.app)),
@@ -431,12 +496,12 @@ impl LocalDriver {
 
     async fn uninstall_app(&self, a: &SiteApp, ctx: StepContext) -> StepResult {
         let mut log = Log::default();
-        let mut db = self.site_db(&a.site).await.map_err(|e| log.fail(e))?;
+        let mut sdb = self.site_db(&a.site).await.map_err(|e| log.fail(e))?;
         let r = sqlx::query(r#"DELETE FROM "tabInstalled Application" WHERE app_name = ?1"#)
             .bind(a.app.as_str())
-            .execute(&mut db)
+            .execute(&mut sdb.conn)
             .await;
-        let _ = db.close().await;
+        self.release(sdb);
         match r {
             Ok(r) if r.rows_affected() > 0 => log.line(format!("uninstall-app {} --yes", a.app)),
             Ok(_) if ctx.resumed => log.line(format!("app {} was already uninstalled", a.app)),
