@@ -60,12 +60,13 @@ impl Dispatcher {
     }
 
     /// Starts the dispatcher and the poller; both stop when `shutdown` fires.
-    pub fn spawn(self: &Arc<Self>, shutdown: Shutdown) {
+    pub fn spawn(self: &Arc<Self>, shutdown: Shutdown) -> Vec<tokio::task::JoinHandle<()>> {
         let d = self.clone();
         let s = shutdown.clone();
-        tokio::spawn(async move { d.dispatch_loop(s).await });
+        let a = tokio::spawn(async move { d.dispatch_loop(s).await });
         let d = self.clone();
-        tokio::spawn(async move { d.poll_loop(shutdown).await });
+        let b = tokio::spawn(async move { d.poll_loop(shutdown).await });
+        vec![a, b]
     }
 
     fn is_paused(&self, server: &str) -> bool {
@@ -144,9 +145,8 @@ impl Dispatcher {
         let subs: Vec<Submission> = due.iter().map(submission).collect();
         match self.client.submit(&server.agent_url, &server.agent_password, &subs).await {
             Ok(ids) => {
-                for (job, id) in due.iter().zip(ids) {
-                    self.store.mark_delivered(&job.name, &id).await?;
-                }
+                let delivered: Vec<(String, String)> = due.iter().map(|j| j.name.clone()).zip(ids).collect();
+                self.store.mark_delivered_many(&delivered).await?;
                 if self.fast_poll {
                     self.poll_soon.notify_one();
                 }
@@ -267,15 +267,8 @@ impl Dispatcher {
 
     /// Applies job JSON from an agent (push or poll); returns how many changed something.
     pub async fn apply(&self, server: &str, jobs: &[Value], name_of_id: impl Fn(&str) -> Option<String>) -> Result<usize> {
-        let mut changed = 0;
-        for v in jobs {
-            if let Some(u) = parse_job(v, &name_of_id)
-                && self.store.apply_update(server, &u).await?
-            {
-                changed += 1;
-            }
-        }
-        Ok(changed)
+        let updates: Vec<JobUpdate> = jobs.iter().filter_map(|v| parse_job(v, &name_of_id)).collect();
+        self.store.apply_updates(server, &updates).await
     }
 }
 

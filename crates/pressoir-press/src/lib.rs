@@ -98,9 +98,16 @@ pub async fn seed(store: &Store, config: &Config) -> Result<()> {
     Ok(())
 }
 
+/// A started Press: its router, and the background tasks that stop on the shutdown signal.
+pub struct Press {
+    pub router: axum::Router,
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub store: Store,
+}
+
 /// Opens the store, migrates, seeds, starts the dispatcher and poller (stopped by `shutdown`),
-/// and returns the router with Press's rate limit applied.
-pub async fn app(config: Config, shutdown: Shutdown) -> Result<axum::Router> {
+/// and returns the router with Press's rate limit applied, beside those tasks.
+pub async fn start(config: Config, shutdown: Shutdown) -> Result<Press> {
     let store = open_store(&config.database_url, &config.db_schema, config.max_connections).await?;
     seed(&store, &config).await?;
     let dispatcher = dispatch::Dispatcher::new(
@@ -109,12 +116,12 @@ pub async fn app(config: Config, shutdown: Shutdown) -> Result<axum::Router> {
         config.agent_rate_limit,
         config.poll_interval,
     );
-    dispatcher.spawn(shutdown.clone());
+    let mut tasks = dispatcher.spawn(shutdown.clone());
     // Jobs recorded before a restart go out at once.
     dispatcher.wake();
     let purge = store.clone();
     let stop = shutdown.clone();
-    tokio::spawn(async move {
+    tasks.push(tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = stop.wait() => break,
@@ -123,17 +130,26 @@ pub async fn app(config: Config, shutdown: Shutdown) -> Result<axum::Router> {
                 }
             }
         }
-    });
-    let state = Arc::new(api::AppState::new(store, config, dispatcher));
-    Ok(api::router(state))
+    }));
+    let state = Arc::new(api::AppState::new(store.clone(), config, dispatcher));
+    Ok(Press { router: api::router(state), tasks, store })
 }
 
-/// [`app`] served on `listener` until `shutdown`.
+/// The router of a started Press, for the `pressoir up` gateway; its background tasks stop
+/// on `shutdown`.
+pub async fn app(config: Config, shutdown: Shutdown) -> Result<axum::Router> {
+    Ok(start(config, shutdown).await?.router)
+}
+
+/// [`app`] served on `listener` until `shutdown`; then waits for the background tasks and
+/// closes the store.
 pub async fn run(config: Config, listener: tokio::net::TcpListener, shutdown: Shutdown) -> Result<()> {
-    let router = app(config, shutdown.clone()).await?;
-    pressoir_core::serve(listener, router, shutdown)
-        .await
-        .map_err(|e| Error::internal(format!("serve: {e}")))
+    let press = start(config, shutdown.clone()).await?;
+    let served = pressoir_core::serve(listener, press.router, shutdown.clone()).await;
+    shutdown.trigger();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), futures::future::join_all(press.tasks)).await;
+    press.store.db.pool.close().await;
+    served.map_err(|e| Error::internal(format!("serve: {e}")))
 }
 
 /// Creates a team owned by `owner` (an existing user); returns its name.

@@ -720,65 +720,97 @@ impl Store {
     /// Applies what the agent reported, and what it means for the site, in one transaction.
     /// Returns false when the job is unknown on `server` or the update changes nothing.
     pub async fn apply_update(&self, server: &str, u: &JobUpdate) -> Result<bool> {
-        let steps = u.steps.to_string();
-        // A cheap read first: most polled jobs have not changed, and need no write.
-        let seen: Option<(String, String)> = sqlx::query_as("SELECT status, steps FROM jobs WHERE name = $1 AND server = $2")
-            .bind(&u.name)
-            .bind(server)
-            .fetch_optional(&self.db.pool)
-            .await?;
-        match &seen {
-            None => return Ok(false),
-            Some((status, _)) if job_status::is_terminal(status) => return Ok(false),
-            Some((status, old)) if status == u.status && *old == steps => return Ok(false),
-            _ => {}
+        Ok(self.apply_updates(server, std::slice::from_ref(u)).await? > 0)
+    }
+
+    /// Applies a batch of agent reports: one read to drop what changes nothing (most polled
+    /// jobs), then one transaction per hundred for the rest, with their site effects. Returns
+    /// how many jobs changed. Never moves a job backwards, whoever applies concurrently.
+    pub async fn apply_updates(&self, server: &str, updates: &[JobUpdate]) -> Result<usize> {
+        let mut changed = 0;
+        for chunk in updates.chunks(100) {
+            let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!("SELECT {JOB_COLS} FROM jobs WHERE server = $1 AND name IN ({})", marks.join(", "));
+            let mut q = sqlx::query_as::<Any, Job>(&sql).bind(server);
+            for u in chunk {
+                q = q.bind(&u.name);
+            }
+            let seen: std::collections::HashMap<String, Job> =
+                q.fetch_all(&self.db.pool).await?.into_iter().map(|j| (j.name.clone(), j)).collect();
+            let todo: Vec<(&JobUpdate, &Job, String)> = chunk
+                .iter()
+                .filter_map(|u| {
+                    let job = seen.get(&u.name)?;
+                    let steps = u.steps.to_string();
+                    let fresh = !job_status::is_terminal(&job.status)
+                        && job_status::rank(u.status) >= job_status::rank(&job.status)
+                        && !(job.status == u.status && job.steps == steps);
+                    fresh.then_some((u, job, steps))
+                })
+                .collect();
+            if todo.is_empty() {
+                continue;
+            }
+            let now = now_ms();
+            let mut tx = self.db.pool.begin().await?;
+            for (u, job, steps) in todo {
+                // The first statement writes, so SQLite takes its write lock before any read.
+                let r = sqlx::query(
+                    "UPDATE jobs SET status = $1, steps = $2, result = $3, error = $4, started = $5, ended = $6, duration_ms = $7, agent_id = COALESCE(agent_id, $8), modified = $9 \
+                     WHERE name = $10 AND status NOT IN ('Success', 'Failure') \
+                     AND (CASE status WHEN 'Undelivered' THEN 0 WHEN 'Pending' THEN 1 WHEN 'Running' THEN 2 ELSE 3 END) <= $11",
+                )
+                .bind(u.status)
+                .bind(&steps)
+                .bind(u.result.as_ref().map(|v| v.to_string()))
+                .bind(u.error.clone())
+                .bind(u.started)
+                .bind(u.ended)
+                .bind(u.duration_ms)
+                .bind(u.agent_id.clone())
+                .bind(now)
+                .bind(&u.name)
+                .bind(i64::from(job_status::rank(u.status)))
+                .execute(&mut *tx)
+                .await?;
+                if r.rows_affected() == 0 {
+                    continue;
+                }
+                changed += 1;
+                if job.status == u.status {
+                    continue;
+                }
+                if let Some(site_id) = &job.site_id {
+                    let site = sqlx::query_as::<Any, Site>(&format!("SELECT {SITE_COLS} FROM sites WHERE id = $1"))
+                        .bind(site_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if let Some(site) = site {
+                        apply_site_effects(&mut tx, job, u.status, &site, now).await?;
+                    }
+                }
+            }
+            tx.commit().await?;
         }
+        Ok(changed)
+    }
+
+    /// The agent accepted these jobs: remember their ids, in one transaction.
+    pub async fn mark_delivered_many(&self, delivered: &[(String, String)]) -> Result<()> {
         let mut tx = self.db.pool.begin().await?;
-        // Write first: takes SQLite's write lock (and PostgreSQL's row lock) before reading, so a
-        // push and a poll applying the same job serialise instead of failing on a stale snapshot.
-        sqlx::query("UPDATE jobs SET polled_at = polled_at WHERE name = $1")
-            .bind(&u.name)
+        let now = now_ms();
+        for (name, agent_id) in delivered {
+            sqlx::query(
+                "UPDATE jobs SET agent_id = $1, status = 'Pending', modified = $2, error = NULL WHERE name = $3 AND status = 'Undelivered'",
+            )
+            .bind(agent_id)
+            .bind(now)
+            .bind(name)
             .execute(&mut *tx)
             .await?;
-        let job = sqlx::query_as::<Any, Job>(&format!("SELECT {JOB_COLS} FROM jobs WHERE name = $1 AND server = $2"))
-            .bind(&u.name)
-            .bind(server)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(job) = job else { return Ok(false) };
-        if job_status::is_terminal(&job.status) || job_status::rank(u.status) < job_status::rank(&job.status) {
-            return Ok(false);
-        }
-        if job.status == u.status && job.steps == steps {
-            return Ok(false);
-        }
-        let now = now_ms();
-        sqlx::query(
-            "UPDATE jobs SET status = $1, steps = $2, result = $3, error = $4, started = $5, ended = $6, duration_ms = $7, agent_id = COALESCE(agent_id, $8), modified = $9 WHERE name = $10",
-        )
-        .bind(u.status)
-        .bind(&steps)
-        .bind(u.result.as_ref().map(|v| v.to_string()))
-        .bind(u.error.clone())
-        .bind(u.started)
-        .bind(u.ended)
-        .bind(u.duration_ms)
-        .bind(u.agent_id.clone())
-        .bind(now)
-        .bind(&u.name)
-        .execute(&mut *tx)
-        .await?;
-        if let Some(site_id) = &job.site_id {
-            let site = sqlx::query_as::<Any, Site>(&format!("SELECT {SITE_COLS} FROM sites WHERE id = $1"))
-                .bind(site_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if let Some(site) = site {
-                apply_site_effects(&mut tx, &job, u.status, &site, now).await?;
-            }
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(())
     }
 
     /// Site events not yet handed to the webhook sender, oldest first (issue 7 reads these).

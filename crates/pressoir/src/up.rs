@@ -90,7 +90,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let mut seed = pressoir_press::ServerSeed::new(SERVER, &format!("http://{agent_addr}"), agent_password);
     seed.bench = BENCH.to_string();
     press.servers = vec![seed];
-    let press_router = pressoir_press::app(press, shutdown.clone()).await.context("press failed to start")?;
+    let press = pressoir_press::start(press, shutdown.clone()).await.context("press failed to start")?;
+    let press_router = press.router;
 
     // One line per service: `.host("auth.", identity)`, `.host("s3.", objects)`,
     // `.host("billing.", billing)`, and `.path("/realms/", identity)`, `.path("/api/v1/", billing)`.
@@ -104,6 +105,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     );
     let served = pressoir_core::serve(gateway_l, gateway.into_router(), shutdown.clone()).await;
     shutdown.trigger();
+    for t in press.tasks {
+        let _ = t.await;
+    }
+    press.store.db.pool.close().await;
     match agent_task.await {
         Ok(Err(e)) => tracing::error!(error = %e, "agent stopped with an error"),
         Err(e) => tracing::error!(error = %e, "agent task failed"),
