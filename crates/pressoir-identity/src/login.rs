@@ -125,6 +125,17 @@ fn check(v: &RealmView, p: HashMap<String, String>) -> Result<AuthRequest, Respo
             "Client is not allowed to use this response_type",
         ));
     }
+    // There is no browser SSO session here, so a silent request can never succeed.
+    if p.get("prompt")
+        .is_some_and(|v| v.split_whitespace().any(|x| x == "none"))
+    {
+        return Err(error_back(
+            &p,
+            &redirect_uri,
+            "login_required",
+            "No active session",
+        ));
+    }
     let scope = match model::grant_scopes(client, p.get("scope").map(String::as_str)) {
         Ok(s) => s.join(" "),
         Err(_) => {
@@ -208,7 +219,10 @@ pub async fn page(
         Err(r) => return r,
     };
     match check(&v, q) {
-        Ok(req) => form(&v, &req, None, ""),
+        Ok(req) => {
+            let hint = req.params.get("login_hint").cloned().unwrap_or_default();
+            form(&v, &req, None, &hint)
+        }
         Err(r) => r,
     }
 }

@@ -135,6 +135,15 @@ async fn a_wrong_pkce_verifier_or_redirect_uri_is_refused() {
     );
     let r = s.http.get(&bad).send().await.unwrap();
     assert_eq!(r.status(), 400);
+    let silent = format!("{url}&prompt=none");
+    let r = s.http.get(&silent).send().await.unwrap();
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        loc.starts_with(&redirect)
+            && loc.contains("error=login_required")
+            && loc.contains("state=xyz"),
+        "{loc}"
+    );
     let r = s
         .http
         .post(&url)
