@@ -2,10 +2,11 @@
 //!
 //! `cargo bench -p pressoir-objects` (with PRESSOIR_TEST_PYTHON set for the boto3 and moto
 //! figures). It starts Pressoir's server (the release `pressoir-objects-server` binary, its
-//! own process, fsync on) and, as a peer on the same machine in the same run, moto's
+//! own process, once with fsync on, as it runs by default, and once without) and, as a peer on the same machine in the same run, moto's
 //! `moto_server` (installed into the venv when missing). For each it measures:
 //! - 4 KiB PUT and GET ops/s with a Rust client (object_store) over 16 connections,
-//! - 256 MiB upload and download MiB/s with that client,
+//! - 256 MiB upload (object_store multipart, 16 MiB parts, 8 in flight) and download (one
+//!   GET of a presigned URL, streamed with reqwest) MiB/s,
 //! - and, through `benches/boto3_bench.py`, the same with boto3 on one thread.
 //!
 //! Env: BENCH_SECONDS (per small-object figure, default 3), BENCH_MIB (default 256).
@@ -25,7 +26,7 @@ const SECRET: &str = "bench-secret-key";
 const CONNS: usize = 16;
 
 struct Target {
-    name: &'static str,
+    name: String,
     url: String,
     child: Child,
 }
@@ -64,16 +65,20 @@ fn wait_port(port: u16) {
     }
 }
 
-fn start_pressoir(dir: &std::path::Path) -> Target {
+fn start_pressoir(dir: &std::path::Path, fsync: bool) -> Target {
+    let mut args = vec![
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--access-key",
+        ACCESS,
+        "--secret-key",
+        SECRET,
+    ];
+    if !fsync {
+        args.push("--no-fsync");
+    }
     let mut child = Command::new(env!("CARGO_BIN_EXE_pressoir-objects-server"))
-        .args([
-            "--data-dir",
-            dir.to_str().unwrap(),
-            "--access-key",
-            ACCESS,
-            "--secret-key",
-            SECRET,
-        ])
+        .args(&args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -88,7 +93,11 @@ fn start_pressoir(dir: &std::path::Path) -> Target {
         .expect("listening line")
         .to_string();
     Target {
-        name: "pressoir",
+        name: if fsync {
+            "pressoir".into()
+        } else {
+            "pressoir-nosync".into()
+        },
         url: format!("http://{addr}"),
         child,
     }
@@ -120,13 +129,13 @@ fn start_moto(python: &std::path::Path) -> Option<Target> {
         .ok()?;
     wait_port(port);
     Some(Target {
-        name: "moto",
+        name: "moto".into(),
         url: format!("http://127.0.0.1:{port}"),
         child,
     })
 }
 
-fn client(url: &str, bucket: &str) -> Arc<dyn ObjectStore> {
+fn client(url: &str, bucket: &str) -> Arc<object_store::aws::AmazonS3> {
     Arc::new(
         AmazonS3Builder::new()
             .with_endpoint(url)
@@ -201,6 +210,28 @@ async fn rust_figures(url: &str, bucket: &str, seconds: f64, mib: usize) -> Figu
     w.finish().await.unwrap();
     let upload_mibs = mib as f64 / t0.elapsed().as_secs_f64();
     drop(big);
+    // The download: one GET of a presigned URL, streamed with reqwest (object_store's own
+    // `get` stream is measured too, and printed, but it is the slower client here).
+    let url = object_store::signer::Signer::signed_url(
+        &*s3,
+        http::Method::GET,
+        &key,
+        Duration::from_secs(600),
+    )
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let mut download_mibs: f64 = 0.0;
+    for _ in 0..2 {
+        let t0 = Instant::now();
+        let mut stream = http.get(url.clone()).send().await.unwrap().bytes_stream();
+        let mut n = 0usize;
+        while let Some(chunk) = stream.next().await {
+            n += chunk.unwrap().len();
+        }
+        assert_eq!(n, mib << 20);
+        download_mibs = download_mibs.max(mib as f64 / t0.elapsed().as_secs_f64());
+    }
     let t0 = Instant::now();
     let mut stream = s3.get(&key).await.unwrap().into_stream();
     let mut n = 0usize;
@@ -208,7 +239,11 @@ async fn rust_figures(url: &str, bucket: &str, seconds: f64, mib: usize) -> Figu
         n += chunk.unwrap().len();
     }
     assert_eq!(n, mib << 20);
-    let download_mibs = mib as f64 / t0.elapsed().as_secs_f64();
+    println!(
+        "  ({url_host}: object_store get stream of {mib} MiB: {:.0} MiB/s)",
+        mib as f64 / t0.elapsed().as_secs_f64(),
+        url_host = url.host_str().unwrap_or("")
+    );
     Figures {
         put_4k,
         get_4k,
@@ -275,7 +310,10 @@ fn main() {
         .build()
         .unwrap();
 
-    let mut targets = vec![start_pressoir(&dir.path().join("pressoir"))];
+    let mut targets = vec![
+        start_pressoir(&dir.path().join("pressoir"), true),
+        start_pressoir(&dir.path().join("pressoir-nosync"), false),
+    ];
     match &python {
         Some(py) => match start_moto(py) {
             Some(m) => targets.push(m),
@@ -284,7 +322,7 @@ fn main() {
         None => println!("boto3 and moto: SKIPPED (PRESSOIR_TEST_PYTHON is not set)"),
     }
 
-    let mut rows: Vec<(&str, &str, Figures)> = Vec::new();
+    let mut rows: Vec<(String, &str, Figures)> = Vec::new();
     for t in &targets {
         // Pressoir seeds `backups`; moto creates buckets on demand (the boto3 driver does so
         // first, and moto accepts the object_store client's PUTs once the bucket exists).
@@ -292,11 +330,11 @@ fn main() {
         std::fs::create_dir_all(&work).unwrap();
         if let Some(py) = &python {
             if let Some(f) = boto3_figures(py, &t.url, "backups", &work, seconds, mib) {
-                rows.push((t.name, "boto3, 1 thread", f));
+                rows.push((t.name.clone(), "boto3, 1 thread", f));
             }
         }
         let f = rt.block_on(rust_figures(&t.url, "backups", seconds, mib));
-        rows.push((t.name, "Rust object_store, 16 conns", f));
+        rows.push((t.name.clone(), "Rust object_store, 16 conns", f));
     }
 
     println!();
@@ -306,15 +344,20 @@ fn main() {
     );
     for (server, client, f) in &rows {
         println!(
-            "{:<10} {:<28} {:>12.0} {:>12.0} {:>14.0} {:>16.0}",
+            "{:<16} {:<28} {:>12.0} {:>12.0} {:>14.0} {:>16.0}",
             server, client, f.put_4k, f.get_4k, f.upload_mibs, f.download_mibs
         );
     }
     let get = |s: &str, c: &str| rows.iter().find(|r| r.0 == s && r.1 == c).map(|r| r.2);
-    for c in ["boto3, 1 thread", "Rust object_store, 16 conns"] {
-        if let (Some(p), Some(m)) = (get("pressoir", c), get("moto", c)) {
+    for (name, c) in [
+        ("pressoir", "boto3, 1 thread"),
+        ("pressoir", "Rust object_store, 16 conns"),
+        ("pressoir-nosync", "boto3, 1 thread"),
+        ("pressoir-nosync", "Rust object_store, 16 conns"),
+    ] {
+        if let (Some(p), Some(m)) = (get(name, c), get("moto", c)) {
             println!(
-                "pressoir / moto ({c}): PUT {:.1}x  GET {:.1}x  upload {:.1}x  download {:.1}x",
+                "{name} / moto ({c}): PUT {:.1}x  GET {:.1}x  upload {:.1}x  download {:.1}x",
                 p.put_4k / m.put_4k,
                 p.get_4k / m.get_4k,
                 p.upload_mibs / m.upload_mibs,
@@ -323,7 +366,14 @@ fn main() {
         }
     }
     println!(
-        "({mib} MiB objects, {seconds} s per small-object figure, fsync on, loopback, {} cores)",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        "({mib} MiB objects, {seconds} s per small-object figure; `pressoir` fsyncs each object and its \
+         directory before answering, `pressoir-nosync` does not, moto keeps objects in memory; \
+         loopback, {} cores, load average {})",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split(' ')
+            .next()
+            .unwrap_or("?")
     );
 }

@@ -32,6 +32,10 @@ pub struct ServeArgs {
     /// Largest single PutObject (and UploadPart) body, in bytes.
     #[arg(long, env = "PRESSOIR_S3_MAX_OBJECT_SIZE", default_value_t = 5 << 30)]
     pub max_object_size: u64,
+    /// fsync each object (and its directory) before it becomes visible; `false` trades
+    /// durability on power loss for latency (a killed process still never shows a partial object).
+    #[arg(long, env = "PRESSOIR_S3_FSYNC", default_value_t = true, action = clap::ArgAction::Set)]
+    pub fsync: bool,
     /// Requests per access key (`off`, or e.g. `1000/min`).
     #[arg(long, env = "PRESSOIR_S3_RATE_LIMIT", default_value = "off")]
     pub rate_limit: RateSpec,
@@ -69,7 +73,25 @@ pub fn config(data_dir: &Path) -> anyhow::Result<pressoir_objects::Config> {
             creds.path().display()
         );
     }
-    Ok(pressoir_objects::Config::new(data_dir, access, secret))
+    let mut config = pressoir_objects::Config::new(data_dir, access, secret);
+    config.keys.push(agent_key(data_dir)?);
+    Ok(config)
+}
+
+/// The agents' key: read and write the `backups` bucket only. Access key from
+/// `PRESSOIR_S3_AGENT_ACCESS_KEY` (default `pressoir-agent`), secret from
+/// `PRESSOIR_S3_AGENT_SECRET_KEY` (or `_FILE`, else generated once into `credentials.json`).
+pub fn agent_key(data_dir: &Path) -> anyhow::Result<pressoir_objects::AccessKey> {
+    let access = env_or_file("PRESSOIR_S3_AGENT_ACCESS_KEY")?
+        .unwrap_or_else(|| "pressoir-agent".to_string());
+    anyhow::ensure!(!access.is_empty(), "PRESSOIR_S3_AGENT_ACCESS_KEY is empty");
+    let creds = CredentialStore::new(data_dir);
+    let (secret, _) = creds.resolve("s3_agent_secret_key", "PRESSOIR_S3_AGENT_SECRET_KEY", None)?;
+    Ok(pressoir_objects::AccessKey::new(
+        access,
+        secret,
+        pressoir_objects::Policy::buckets(&[pressoir_objects::BACKUPS_BUCKET]),
+    ))
 }
 
 pub async fn run(args: ObjectsArgs) -> anyhow::Result<()> {
@@ -92,6 +114,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.max_object_size = args.max_object_size;
     config.max_part_size = args.max_object_size;
     config.rate_limit = args.rate_limit;
+    config.fsync = args.fsync;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {} (--listen)", args.listen))?;

@@ -1,7 +1,7 @@
 //! A bare server for this crate's own tests and benchmark, which need it as a separate
 //! process (to kill it mid-upload). Users run `pressoir objects serve` instead.
 //!
-//! Usage: `pressoir-objects-server --data-dir DIR --access-key AK --secret-key SK [--listen ADDR]`
+//! Usage: `pressoir-objects-server --data-dir DIR --access-key AK --secret-key SK [--listen ADDR] [--no-fsync]`
 //! Prints `listening on <addr>` once it accepts connections.
 
 use pressoir_core::{Secret, Shutdown};
@@ -27,7 +27,8 @@ async fn main() {
     let access = need("--access-key");
     let secret = need("--secret-key");
     let listen = arg(&args, "--listen").unwrap_or_else(|| "127.0.0.1:0".into());
-    let config = pressoir_objects::Config::new(data_dir, access, Secret::new(secret));
+    let mut config = pressoir_objects::Config::new(data_dir, access, Secret::new(secret));
+    config.fsync = !args.iter().any(|a| a == "--no-fsync");
     let listener = tokio::net::TcpListener::bind(&listen).await.expect("bind");
     println!(
         "listening on {}",
