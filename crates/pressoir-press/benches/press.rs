@@ -49,6 +49,10 @@ impl Press {
 }
 
 async fn start(dir: &std::path::Path, database_url: String, schema: &str) -> Press {
+    start_with(dir, database_url, schema, RateSpec::off()).await
+}
+
+async fn start_with(dir: &std::path::Path, database_url: String, schema: &str, agent_rate: RateSpec) -> Press {
     let shutdown = Shutdown::new();
     let agent_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let press_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -56,7 +60,7 @@ async fn start(dir: &std::path::Path, database_url: String, schema: &str) -> Pre
     let addr = press_l.local_addr().unwrap();
 
     let mut agent = pressoir_agent::Config::new(dir.join("agent"), Secret::new(AGENT_PW));
-    agent.rate_limit = RateSpec::off();
+    agent.rate_limit = agent_rate;
     agent.press_url = Some(format!("http://{addr}"));
     let sd = shutdown.clone();
     tokio::spawn(async move { pressoir_agent::run(agent, agent_l, sd).await.expect("agent runs") });
@@ -64,7 +68,7 @@ async fn start(dir: &std::path::Path, database_url: String, schema: &str) -> Pre
     let mut cfg = pressoir_press::Config::new(database_url, Secret::new(ADMIN_PW));
     cfg.db_schema = schema.to_string();
     cfg.rate_limit = RateSpec::off();
-    cfg.agent_rate_limit = RateSpec::off();
+    cfg.agent_rate_limit = agent_rate;
     cfg.max_connections = 8;
     cfg.servers = vec![pressoir_press::ServerSeed::new(
         "app-server-1",
@@ -201,6 +205,41 @@ async fn bench_backend(label: &str, database_url: String, schema: &str, hello_rp
     tokio::time::sleep(Duration::from_millis(300)).await;
 }
 
+/// The burst: 200 site.new against the agent's default 50/min, Press's limit lifted.
+async fn burst_within_the_agents_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = pressoir_core::db::sqlite_url(&dir.path().join("press.sqlite"));
+    let p = start_with(dir.path(), url, "press", RateSpec::per(50, Duration::from_secs(60))).await;
+    let t = Instant::now();
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(16));
+    let calls = (0..200).map(|i| {
+        let sem = sem.clone();
+        let p = &p;
+        async move {
+            let _permit = sem.acquire().await.unwrap();
+            p.call("press.api.site.new", json!({"site": {"name": format!("burst{i:04}"), "apps": ["frappe"], "plan": "Starter"}})).await;
+        }
+    });
+    futures::future::join_all(calls).await;
+    loop {
+        let v = p.call("press.api.site.list", json!({"status": "Active"})).await;
+        let n = v["message"].as_array().map(|a| a.len()).unwrap_or(0);
+        if n >= 200 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(300), "only {n} of 200 Active");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let sites = std::fs::read_dir(dir.path().join("agent/benches/bench-0001/sites")).map(|d| d.count()).unwrap_or(0);
+    println!(
+        "burst: 200 site.new against the agent's 50/min -> all Active in {:.2} s ({} site directories)",
+        t.elapsed().as_secs_f64(),
+        sites
+    );
+    p.shutdown.trigger();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
@@ -209,6 +248,7 @@ fn main() {
         println!("hello-world baseline (hyper, 64 connections): {}", r.line());
         let hello_rps = r.rps;
 
+        burst_within_the_agents_limit().await;
         let dir = tempfile::tempdir().unwrap();
         let url = pressoir_core::db::sqlite_url(&dir.path().join("press.sqlite"));
         bench_backend("SQLite", url, "press", hello_rps).await;
