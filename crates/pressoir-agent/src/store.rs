@@ -4,7 +4,6 @@
 
 use crate::error::Error;
 use crate::job::{JobStatus, StepStatus};
-use pressoir_core::clock::rfc3339_ms;
 use pressoir_core::db::{Backend, Db, is_unique_violation};
 use serde_json::{Value, json};
 use sqlx::any::AnyRow;
@@ -36,6 +35,24 @@ pub struct StepView {
     pub started_at: Option<i64>,
     pub ended_at: Option<i64>,
     pub output: Option<String>,
+}
+
+/// RFC 3339 UTC with exactly three fractional digits (`2026-12-04T15:29:22.010Z`), so that
+/// the text sorts like the instant.
+pub fn rfc3339_ms(ms: i64) -> String {
+    use time::OffsetDateTime;
+    let t = OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
 }
 
 fn time(ms: Option<i64>) -> Value {
@@ -149,6 +166,26 @@ pub enum Then {
     Stop,
 }
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_have_a_fixed_width() {
+        assert_eq!(
+            super::rfc3339_ms(1_796_398_162_000),
+            "2026-12-04T15:29:22.000Z"
+        );
+        assert_eq!(
+            super::rfc3339_ms(1_796_398_162_010),
+            "2026-12-04T15:29:22.010Z"
+        );
+        let t = super::rfc3339_ms(1_796_398_162_123);
+        assert_eq!(
+            pressoir_core::clock::parse_rfc3339_ms(&t),
+            Some(1_796_398_162_123)
+        );
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
     w: AnyPool,
@@ -187,6 +224,18 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Before a job's secrets are wiped: on SQLite, have the freed bytes overwritten with
+    /// zeros rather than left in free space (the pool may have reopened the connection, so
+    /// this is set each time; it costs one statement).
+    async fn zero_freed(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<(), Error> {
+        if self.backend == Backend::Sqlite {
+            sqlx::query("PRAGMA secure_delete = ON")
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Stores jobs in one transaction. A job whose `agent_job_id` was seen before is not
@@ -508,6 +557,7 @@ impl Store {
                     .await?;
             }
             Then::Succeed => {
+                self.zero_freed(&mut tx).await?;
                 sqlx::query(
                     "UPDATE jobs SET status = 'Success', ended_at = $2, started_at = COALESCE(started_at, $2), \
                      secrets = NULL, version = version + 1 WHERE id = $1",
@@ -524,14 +574,17 @@ impl Store {
 
     /// Ends the job with success (all its steps have ended).
     pub async fn succeed_job(&self, id: i64, now: i64) -> Result<(), Error> {
+        let mut tx = self.w.begin().await?;
+        self.zero_freed(&mut tx).await?;
         sqlx::query(
             "UPDATE jobs SET status = 'Success', ended_at = $2, started_at = COALESCE(started_at, $2), \
              secrets = NULL, version = version + 1 WHERE id = $1",
         )
         .bind(id)
         .bind(now)
-        .execute(&self.w)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -150,7 +150,7 @@ fn read_config(site_dir: &Path, site: &SiteRef) -> Result<Map<String, Value>, St
 }
 
 fn now_text() -> String {
-    pressoir_core::clock::rfc3339_ms(pressoir_core::clock::now_ms())
+    crate::store::rfc3339_ms(pressoir_core::clock::now_ms())
 }
 
 /// Lines of what a step did; secrets are written as `***`.
@@ -568,7 +568,7 @@ async fn install(conn: &mut SqliteConnection, app: &str, now: &str) -> Result<bo
 }
 
 fn time_stamp() -> String {
-    let t = pressoir_core::clock::rfc3339_ms(pressoir_core::clock::now_ms());
+    let t = crate::store::rfc3339_ms(pressoir_core::clock::now_ms());
     t.chars().filter(|c| c.is_ascii_digit()).collect()
 }
 
