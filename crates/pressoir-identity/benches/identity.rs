@@ -120,6 +120,20 @@ struct Figures {
     cpu_share: f64,
 }
 
+/// Idle CPU-seconds of the whole machine so far (all cores), from /proc/stat.
+fn machine_idle_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(cpu) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0.0;
+    };
+    let f: Vec<f64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    (f.get(3).copied().unwrap_or(0.0) + f.get(4).copied().unwrap_or(0.0)) / clk_tck()
+}
+
 async fn grants(
     addr: SocketAddr,
     pid: u32,
@@ -140,11 +154,29 @@ async fn grants(
     // Warm up (connections, caches, JIT for node).
     load::run(spec(Stop::Duration(Duration::from_secs(1)))).await;
     let cpu0 = cpu_secs(pid);
+    let me0 = cpu_secs(std::process::id());
+    let idle0 = machine_idle_secs();
     let t0 = Instant::now();
     let r = load::run(spec(Stop::Duration(Duration::from_secs(secs)))).await;
     let wall = t0.elapsed().as_secs_f64();
     let cpu = cpu_secs(pid) - cpu0;
+    let me = cpu_secs(std::process::id()) - me0;
+    let idle = machine_idle_secs() - idle0;
     println!("    {}", r.line());
+    println!(
+        "    load generator used {:.2} cores; the machine had {:.2} cores idle; everything else used {:.2}",
+        me / wall,
+        idle / wall,
+        (std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1) as f64
+            * wall
+            - cpu
+            - me
+            - idle)
+            .max(0.0)
+            / wall
+    );
     assert!(r.ok > 0 && r.non_2xx == 0, "grants failed: {}", r.line());
     Figures {
         rps: r.ok as f64 / r.elapsed.as_secs_f64(),
