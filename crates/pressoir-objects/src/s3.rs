@@ -29,6 +29,8 @@ pub struct Objects {
 const MAX_KEYS: i32 = 1000;
 const MAX_PARTS: i32 = 10_000;
 const MAX_DELETE: usize = 1000;
+/// Completions joining at least this many bytes answer with keep-alive whitespace.
+const KEEP_ALIVE_COMPLETION: u64 = 64 << 20;
 
 /// Maps store failures to S3 errors; an internal cause is logged here and never sent.
 pub fn store_error(e: StoreError) -> S3Error {
@@ -61,6 +63,10 @@ pub fn store_error(e: StoreError) -> S3Error {
             "Your proposed upload exceeds the maximum allowed size of {max} bytes"
         ),
         StoreError::Body(e) => body_error(&e),
+        StoreError::Busy => s3_error!(
+            OperationAborted,
+            "A conflicting conditional operation is currently in progress against this resource. Please try again."
+        ),
         e @ (StoreError::Corrupt(_) | StoreError::Io(_)) => {
             tracing::error!(error = %e, "object store failure");
             internal_error()
@@ -1128,9 +1134,9 @@ impl S3 for Objects {
             let tag = p.e_tag.map(|t| t.value().to_string()).unwrap_or_default();
             chosen.push((n, tag));
         }
-        let meta = self
+        let plan = self
             .store
-            .complete_upload(
+            .plan_completion(
                 &input.bucket,
                 &input.upload_id,
                 &input.key,
@@ -1139,15 +1145,31 @@ impl S3 for Objects {
             )
             .await
             .map_err(store_error)?;
-        Ok(S3Response::new(CompleteMultipartUploadOutput {
-            bucket: Some(input.bucket.clone()),
+        let bucket = input.bucket;
+        let output = move |meta: ObjectMeta| CompleteMultipartUploadOutput {
+            location: Some(format!("/{}/{}", bucket, listing::url_encode(&meta.key))),
+            bucket: Some(bucket.clone()),
             key: Some(meta.key.clone()),
             e_tag: Some(etag(&meta.etag)),
-            location: Some(format!(
-                "/{}/{}",
-                input.bucket,
-                listing::url_encode(&meta.key)
-            )),
+            ..Default::default()
+        };
+        if plan.size() < KEEP_ALIVE_COMPLETION {
+            let meta = self
+                .store
+                .finish_completion(plan)
+                .await
+                .map_err(store_error)?;
+            return Ok(S3Response::new(output(meta)));
+        }
+        // Joining a large upload takes a while: answer 200 at once and keep the connection
+        // alive with whitespace until the result (or an error) follows, as AWS does.
+        let store = self.store.clone();
+        let future = async move {
+            let meta = store.finish_completion(plan).await.map_err(store_error)?;
+            Ok(output(meta))
+        };
+        Ok(S3Response::new(CompleteMultipartUploadOutput {
+            future: Some(Box::pin(future)),
             ..Default::default()
         }))
     }

@@ -62,6 +62,8 @@ pub enum StoreError {
     Body(BodyError),
     #[error("corrupt object file '{0}'")]
     Corrupt(PathBuf),
+    #[error("another completion of this upload is under way")]
+    Busy,
     #[error("i/o: {0}")]
     Io(#[from] io::Error),
 }
@@ -247,6 +249,8 @@ struct Bucket {
     index: Mutex<BTreeMap<String, Summary>>,
     /// Completed multipart uploads, so a repeated Complete answers as the first did.
     completed: Mutex<HashMap<String, (String, String)>>,
+    /// Uploads whose completion is under way.
+    completing: Mutex<std::collections::HashSet<String>>,
 }
 
 pub struct Store {
@@ -384,6 +388,7 @@ impl Store {
                     created_ms,
                     index: Mutex::new(index),
                     completed: Mutex::new(HashMap::new()),
+                    completing: Mutex::new(Default::default()),
                 }),
             );
         }
@@ -466,6 +471,7 @@ impl Store {
                 created_ms,
                 index: Mutex::new(BTreeMap::new()),
                 completed: Mutex::new(HashMap::new()),
+                completing: Mutex::new(Default::default()),
             }),
         );
         Ok(())
@@ -872,59 +878,59 @@ impl Store {
         b.completed.lock().expect("completed lock").get(id).cloned()
     }
 
-    /// Joins the chosen parts (`(part_number, etag)` as the client listed them) into the object.
-    pub async fn complete_upload(
+    /// Checks a CompleteMultipartUpload against the uploaded parts (`chosen` is
+    /// `(part_number, etag)` as the client listed them) without joining them yet. While the
+    /// plan lives, another completion of the same upload is refused as busy.
+    pub async fn plan_completion(
         &self,
         bucket: &str,
         id: &str,
         key: &str,
         chosen: Vec<(i32, String)>,
         min_part_size: u64,
-    ) -> Result<ObjectMeta> {
+    ) -> Result<Completion> {
         let b = self.bucket(bucket)?;
         let dir = Self::upload_dir(&b, id)?;
         let upload = self.upload_meta(bucket, id, key).await?;
+        if !b
+            .completing
+            .lock()
+            .expect("completing lock")
+            .insert(id.to_string())
+        {
+            return Err(StoreError::Busy);
+        }
+        let guard = CompletingGuard {
+            bucket: b.clone(),
+            id: id.to_string(),
+        };
+        let dir2 = dir.clone();
+        let picked = blocking(move || validate_parts(&dir2, &chosen, min_part_size)).await?;
+        Ok(Completion {
+            guard,
+            bucket: bucket.to_string(),
+            dir,
+            key: key.to_string(),
+            upload,
+            picked,
+        })
+    }
+
+    /// Joins a planned completion's parts into the object and makes it visible.
+    pub async fn finish_completion(&self, plan: Completion) -> Result<ObjectMeta> {
+        let b = plan.guard.bucket.clone();
         let tmp = self.tmp.join(uuid::Uuid::new_v4().simple().to_string());
         let fsync = self.fsync;
-        let key_owned = key.to_string();
-        let name = key_file_name(key);
+        let name = key_file_name(&plan.key);
         let target = b.dir.join("objects").join(&name[..2]).join(&name);
         let b2 = b.clone();
+        let (dir, key, upload, picked) = (
+            plan.dir.clone(),
+            plan.key.clone(),
+            plan.upload.clone(),
+            plan.picked.clone(),
+        );
         let meta = blocking(move || {
-            let parts = read_parts(&dir)?;
-            let by_number: HashMap<i32, &PartMeta> =
-                parts.iter().map(|p| (p.part_number, p)).collect();
-            if chosen.is_empty() {
-                return Err(StoreError::InvalidPart(
-                    "the upload must name at least one part".into(),
-                ));
-            }
-            // As S3 does: order first, then each part's existence and ETag, then sizes.
-            let mut last = 0;
-            for (n, _) in &chosen {
-                if *n <= last {
-                    return Err(StoreError::InvalidPartOrder);
-                }
-                last = *n;
-            }
-            let mut picked = Vec::with_capacity(chosen.len());
-            for (n, etag) in &chosen {
-                let p = by_number
-                    .get(n)
-                    .ok_or_else(|| StoreError::InvalidPart(format!("part {n} was not uploaded")))?;
-                let given = etag.trim_matches('"');
-                if !given.is_empty() && given != p.etag {
-                    return Err(StoreError::InvalidPart(format!(
-                        "part {n} has a different ETag"
-                    )));
-                }
-                picked.push((*p).clone());
-            }
-            for p in &picked[..picked.len() - 1] {
-                if p.size < min_part_size {
-                    return Err(StoreError::EntityTooSmall(p.part_number));
-                }
-            }
             let out = File::create_new(&tmp)?;
             let mut staged = Staged {
                 path: tmp,
@@ -957,7 +963,7 @@ impl Store {
                 }
             }
             let meta = ObjectMeta {
-                key: key_owned,
+                key,
                 size: staged.size,
                 etag: format!("{}-{}", hex::encode(md5s.finalize()), picked.len()),
                 last_modified_ms: now_ms(),
@@ -977,10 +983,81 @@ impl Store {
         b.completed
             .lock()
             .expect("completed lock")
-            .insert(id.to_string(), (meta.key.clone(), meta.etag.clone()));
-        self.abort_upload(bucket, id).await?;
+            .insert(plan.guard.id.clone(), (meta.key.clone(), meta.etag.clone()));
+        self.abort_upload(&plan.bucket, &plan.guard.id).await?;
+        drop(plan);
         Ok(meta)
     }
+}
+
+/// A checked CompleteMultipartUpload, ready to be joined.
+pub struct Completion {
+    guard: CompletingGuard,
+    bucket: String,
+    dir: PathBuf,
+    key: String,
+    upload: UploadMeta,
+    picked: Vec<PartMeta>,
+}
+
+impl Completion {
+    pub fn size(&self) -> u64 {
+        self.picked.iter().map(|p| p.size).sum()
+    }
+}
+
+struct CompletingGuard {
+    bucket: Arc<Bucket>,
+    id: String,
+}
+
+impl Drop for CompletingGuard {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.bucket.completing.lock() {
+            set.remove(&self.id);
+        }
+    }
+}
+
+/// As S3 checks them: order first, then each part's existence and ETag, then sizes.
+fn validate_parts(
+    dir: &Path,
+    chosen: &[(i32, String)],
+    min_part_size: u64,
+) -> Result<Vec<PartMeta>> {
+    let parts = read_parts(dir)?;
+    let by_number: HashMap<i32, &PartMeta> = parts.iter().map(|p| (p.part_number, p)).collect();
+    if chosen.is_empty() {
+        return Err(StoreError::InvalidPart(
+            "the upload must name at least one part".into(),
+        ));
+    }
+    let mut last = 0;
+    for (n, _) in chosen {
+        if *n <= last {
+            return Err(StoreError::InvalidPartOrder);
+        }
+        last = *n;
+    }
+    let mut picked = Vec::with_capacity(chosen.len());
+    for (n, etag) in chosen {
+        let p = by_number
+            .get(n)
+            .ok_or_else(|| StoreError::InvalidPart(format!("part {n} was not uploaded")))?;
+        let given = etag.trim_matches('"');
+        if !given.is_empty() && given != p.etag {
+            return Err(StoreError::InvalidPart(format!(
+                "part {n} has a different ETag"
+            )));
+        }
+        picked.push((*p).clone());
+    }
+    for p in &picked[..picked.len() - 1] {
+        if p.size < min_part_size {
+            return Err(StoreError::EntityTooSmall(p.part_number));
+        }
+    }
+    Ok(picked)
 }
 
 /// Renames a finished temp file over `target` and records it in the index, atomically
