@@ -43,6 +43,16 @@ pub struct Agent {
 /// Opens the store, migrates, recovers unfinished jobs, starts the workers (and the pusher
 /// when `press_url` is set), and returns the router with its rate limit applied.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Agent, Error> {
+    start_with(config, None, shutdown).await
+}
+
+/// [`start`] with a driver of the caller's instead of the one `config.driver` names (for
+/// drivers that live outside this crate, and for tests).
+pub async fn start_with(
+    config: Config,
+    driver: Option<Arc<dyn Driver>>,
+    shutdown: Shutdown,
+) -> Result<Agent, Error> {
     if config.password.expose().is_empty() {
         return Err(Error::Config("the agent password must not be empty".into()));
     }
@@ -55,8 +65,9 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Agent, Error> {
         None => pressoir_core::db::sqlite_url(&config.data_dir.join("agent.sqlite")),
     };
     let store = store::Store::open(&url, &config.database_schema).await?;
-    let driver: Arc<dyn Driver> = match config.driver {
-        DriverKind::Local => Arc::new(driver::local::LocalDriver::new(
+    let driver: Arc<dyn Driver> = match (driver, config.driver) {
+        (Some(d), _) => d,
+        (None, DriverKind::Local) => Arc::new(driver::local::LocalDriver::new(
             &config.data_dir,
             &config.benches,
         )?),

@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 pub struct Lanes {
     ready: VecDeque<i64>,
     lanes: HashMap<String, VecDeque<i64>>,
+    keys: HashMap<i64, String>,
 }
 
 impl Lanes {
@@ -18,6 +19,7 @@ impl Lanes {
         match key {
             None => self.ready.push_back(id),
             Some(k) => {
+                self.keys.insert(id, k.clone());
                 let lane = self.lanes.entry(k).or_default();
                 lane.push_back(id);
                 if lane.len() == 1 {
@@ -32,8 +34,9 @@ impl Lanes {
     }
 
     /// Marks a job finished; the next job of its lane becomes ready.
-    pub fn finish(&mut self, id: i64, key: Option<&str>) -> Option<i64> {
-        let k = key?;
+    pub fn finish(&mut self, id: i64) -> Option<i64> {
+        let key = self.keys.remove(&id)?;
+        let k = key.as_str();
         let lane = self.lanes.get_mut(k)?;
         if lane.front() == Some(&id) {
             lane.pop_front();
@@ -52,7 +55,7 @@ impl Lanes {
     }
 
     pub fn is_idle(&self) -> bool {
-        self.ready.is_empty() && self.lanes.is_empty()
+        self.ready.is_empty() && self.lanes.is_empty() && self.keys.is_empty()
     }
 }
 
@@ -69,8 +72,8 @@ impl Scheduler {
         self.notify.notify_one();
     }
 
-    pub fn finish(&self, id: i64, key: Option<&str>) {
-        if self.lock().finish(id, key).is_some() {
+    pub fn finish(&self, id: i64) {
+        if self.lock().finish(id).is_some() {
             self.notify.notify_one();
         }
     }
@@ -110,14 +113,14 @@ mod tests {
         assert_eq!(l.pop(), Some(3));
         assert_eq!(l.pop(), Some(4));
         assert_eq!(l.pop(), None, "2 waits behind 1");
-        assert_eq!(l.finish(3, Some("b")), None);
-        assert_eq!(l.finish(1, Some("a")), Some(2));
+        assert_eq!(l.finish(3), None);
+        assert_eq!(l.finish(1), Some(2));
         assert_eq!(l.pop(), Some(2));
         assert_eq!(l.pop(), None);
-        assert_eq!(l.finish(2, Some("a")), Some(5));
+        assert_eq!(l.finish(2), Some(5));
         assert_eq!(l.pop(), Some(5));
-        l.finish(5, Some("a"));
-        l.finish(4, None);
+        l.finish(5);
+        l.finish(4);
         assert!(l.is_idle());
     }
 
@@ -130,7 +133,7 @@ mod tests {
         let s2 = s.clone();
         let waiter = tokio::spawn(async move { s2.next().await });
         tokio::task::yield_now().await;
-        s.finish(1, Some("a"));
+        s.finish(1);
         assert_eq!(waiter.await.unwrap(), 2);
     }
 }

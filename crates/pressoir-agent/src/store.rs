@@ -598,7 +598,7 @@ impl Store {
         now: i64,
     ) -> Result<(), Error> {
         let mut tx = self.w.begin().await?;
-        let from = match idx {
+        match idx {
             Some(i) => {
                 sqlx::query(
                     "UPDATE steps SET status = 'Failure', ended_at = $3, output = $4, \
@@ -610,15 +610,32 @@ impl Store {
                 .bind(output)
                 .execute(&mut *tx)
                 .await?;
-                i
+                sqlx::query(
+                    "UPDATE steps SET status = 'Skipped' WHERE job_id = $1 AND idx > $2 AND status IN ('Pending', 'Running')",
+                )
+                .bind(id)
+                .bind(i)
+                .execute(&mut *tx)
+                .await?;
             }
-            None => -1,
-        };
-        sqlx::query("UPDATE steps SET status = 'Skipped' WHERE job_id = $1 AND idx > $2 AND status IN ('Pending', 'Running')")
-            .bind(id)
-            .bind(from)
-            .execute(&mut *tx)
-            .await?;
+            None => {
+                // The step that was running (if any) failed; the rest never ran.
+                sqlx::query(
+                    "UPDATE steps SET status = 'Failure', ended_at = $2, output = $3 WHERE job_id = $1 AND status = 'Running'",
+                )
+                .bind(id)
+                .bind(now)
+                .bind(output)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE steps SET status = 'Skipped' WHERE job_id = $1 AND status = 'Pending'",
+                )
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
         sqlx::query(
             "UPDATE jobs SET status = 'Failure', error = $2, ended_at = $3, started_at = COALESCE(started_at, $3), \
              secrets = NULL, version = version + 1 WHERE id = $1",

@@ -94,14 +94,24 @@ impl Engine {
                             id = engine.sched.next() => id,
                             _ = shutdown.wait() => return,
                         };
-                        let key = match engine.run_job(id, &shutdown).await {
-                            Ok(key) => key,
-                            Err(e) => {
-                                tracing::error!(job = id, error = %e, "job could not be run");
-                                None
+                        if shutdown.is_triggered() {
+                            // Still Pending in the store: it runs after the restart.
+                            return;
+                        }
+                        // A job runs in its own task so that a panicking step fails its job
+                        // instead of taking a worker down with it.
+                        let (e, s) = (engine.clone(), shutdown.clone());
+                        match tokio::spawn(async move { e.run_job(id, &s).await }).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => tracing::error!(job = id, error = %e, "job could not be run"),
+                            Err(join) => {
+                                tracing::error!(job = id, error = %join, "job task failed");
+                                if let Err(e) = engine.store.fail(id, None, "", "internal error while running the step", now_ms()).await {
+                                    tracing::error!(job = id, error = %e, "cannot record the failure");
+                                }
                             }
-                        };
-                        engine.sched.finish(id, key.as_deref());
+                        }
+                        engine.sched.finish(id);
                         engine.changed.notify_one();
                     }
                 })
@@ -109,14 +119,13 @@ impl Engine {
             .collect()
     }
 
-    /// Runs a job from its first unfinished step. Returns its ordering key.
-    async fn run_job(&self, id: i64, shutdown: &Shutdown) -> Result<Option<String>, Error> {
+    /// Runs a job from its first unfinished step.
+    async fn run_job(&self, id: i64, shutdown: &Shutdown) -> Result<(), Error> {
         let Some(work) = self.store.work(id).await? else {
-            return Ok(None);
+            return Ok(());
         };
-        let key = work.site_key.clone();
         if work.status.is_terminal() {
-            return Ok(key);
+            return Ok(());
         }
         let spec = match JobSpec::from_stored(
             &work.job_type,
@@ -135,7 +144,7 @@ impl Engine {
                         now_ms(),
                     )
                     .await?;
-                return Ok(key);
+                return Ok(());
             }
         };
         let plan = spec.plan();
@@ -145,7 +154,7 @@ impl Engine {
             .position(|(_, s)| matches!(s, StepStatus::Pending | StepStatus::Running))
         else {
             self.store.succeed_job(id, now_ms()).await?;
-            return Ok(key);
+            return Ok(());
         };
         let mut resumed = work.steps[idx].1 == StepStatus::Running;
         if !resumed {
@@ -164,7 +173,7 @@ impl Engine {
                         now_ms(),
                     )
                     .await?;
-                return Ok(key);
+                return Ok(());
             };
             let ctx = StepContext {
                 job_id: id,
@@ -196,7 +205,7 @@ impl Engine {
                             idx += 1;
                             resumed = false;
                         }
-                        _ => return Ok(key),
+                        _ => return Ok(()),
                     }
                 }
                 Err(failed) => {
@@ -204,7 +213,7 @@ impl Engine {
                         .fail(id, Some(idx as i64), &failed.output, &failed.reason, now)
                         .await?;
                     self.changed.notify_one();
-                    return Ok(key);
+                    return Ok(());
                 }
             }
         }

@@ -375,3 +375,97 @@ fn tree(root: &std::path::Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// A driver whose "Ping Step" panics when the job comes from a given site-less position:
+/// every other Ping Job succeeds.
+struct Panicky(std::sync::atomic::AtomicUsize);
+
+impl pressoir_agent::Driver for Panicky {
+    fn name(&self) -> &'static str {
+        "panicky"
+    }
+    fn resumable(&self, _: pressoir_agent::job::StepKind) -> bool {
+        true
+    }
+    fn run<'a>(
+        &'a self,
+        _: &'a pressoir_agent::job::JobSpec,
+        _: pressoir_agent::job::StepKind,
+        _: pressoir_agent::driver::StepContext,
+    ) -> futures::future::BoxFuture<'a, pressoir_agent::driver::StepResult> {
+        Box::pin(async move {
+            if self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                panic!("a driver bug");
+            }
+            Ok(pressoir_agent::driver::StepDone {
+                output: "fine".into(),
+                result: None,
+            })
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_step_fails_its_job_and_the_workers_carry_on() {
+    init_logs();
+    let root = tempfile::tempdir().unwrap();
+    let mut c = config(&root.path().join("agent"), &None);
+    c.workers = 1;
+    let shutdown = pressoir_core::Shutdown::new();
+    let driver: std::sync::Arc<dyn pressoir_agent::Driver> =
+        std::sync::Arc::new(Panicky(Default::default()));
+    let agent = pressoir_agent::start_with(c, Some(driver), shutdown.clone())
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(pressoir_core::serve(
+        listener,
+        agent.router,
+        shutdown.clone(),
+    ));
+    let client = reqwest::Client::new();
+    let mut ends = Vec::new();
+    for _ in 0..2 {
+        let s: Value = client
+            .post(format!("{base}/agent/job"))
+            .bearer_auth(PASSWORD)
+            .json(&json!({"job_type": "Ping Job"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = s["id"].as_str().unwrap().to_string();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let j: Value = client
+                .get(format!("{base}/agent/job/{id}"))
+                .bearer_auth(PASSWORD)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if j["status"] == "Success" || j["status"] == "Failure" {
+                ends.push(j);
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{j}");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+    assert_eq!(ends[0]["status"], "Failure");
+    assert_eq!(ends[0]["steps"][0]["status"], "Failure");
+    assert!(
+        !ends[0]["error"].as_str().unwrap().contains("driver bug"),
+        "no internals in the reply"
+    );
+    assert_eq!(
+        ends[1]["status"], "Success",
+        "the only worker survived the panic"
+    );
+    shutdown.trigger();
+}
