@@ -58,6 +58,8 @@ pub fn routes(state: AdminState) -> Router<AppState> {
             get(list_roles).post(add_role),
         )
         .route("/admin/realms/{realm}/keys/rotate", post(rotate))
+        .route("/admin/realms/{realm}/users/{id}", get(get_user))
+        .route("/admin/realms/{realm}/roles/{name}", get(get_role))
         .with_state(state)
 }
 
@@ -199,6 +201,19 @@ async fn list_users(
                 .collect::<Vec<_>>(),
         )
         .into_response(),
+        Err(e) => from_error(e),
+    }
+}
+
+async fn get_user(
+    State(st): State<AdminState>,
+    Path((realm, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    authorized!(st, headers);
+    match st.svc.store.user(&id).await {
+        Ok(Some(u)) if u.realm == realm => Json(user_rep(&u)).into_response(),
+        Ok(_) => err(StatusCode::NOT_FOUND, "User not found"),
         Err(e) => from_error(e),
     }
 }
@@ -402,6 +417,24 @@ async fn list_roles(
     }
     match st.svc.store.roles(&realm).await {
         Ok(rs) => Json(rs.iter().map(|(n, d)| json!({"name": n, "description": d, "composite": false, "clientRole": false})).collect::<Vec<_>>()).into_response(),
+        Err(e) => from_error(e),
+    }
+}
+
+async fn get_role(
+    State(st): State<AdminState>,
+    Path((realm, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    authorized!(st, headers);
+    if let Err(r) = realm_exists(&st, &realm).await {
+        return r;
+    }
+    match st.svc.store.roles(&realm).await {
+        Ok(rs) => match rs.iter().find(|(n, _)| *n == name) {
+            Some((n, d)) => Json(json!({"id": n, "name": n, "description": d, "composite": false, "clientRole": false, "containerId": realm})).into_response(),
+            None => err(StatusCode::NOT_FOUND, "Could not find role"),
+        },
         Err(e) => from_error(e),
     }
 }

@@ -76,6 +76,54 @@ except KeycloakAuthenticationError as e:
 print("PYTHON-KEYCLOAK-OK")
 "#;
 
+const ADMIN_SCRIPT: &str = r#"
+import os
+from keycloak import KeycloakAdmin, KeycloakOpenID
+
+base = os.environ["KC_BASE"] + "/"
+adm = KeycloakAdmin(server_url=base, realm_name="frappe-cloud", user_realm_name="frappe-cloud",
+                    client_id="press", client_secret_key=os.environ["KC_SECRET"])
+adm.create_realm({"realm": "acme", "enabled": True})
+adm.change_current_realm("acme")
+adm.create_realm_role({"name": "ops", "description": "operators"})
+uid = adm.create_user({"username": "grace", "email": "grace@example.com", "enabled": True,
+                       "credentials": [{"type": "password", "value": "grace-pw", "temporary": False}]})
+assert adm.get_user(uid)["username"] == "grace"
+adm.assign_realm_roles(uid, [adm.get_realm_role("ops")])
+adm.create_client({"clientId": "portal", "secret": "portal-secret-0123456789abcdef", "directAccessGrantsEnabled": True})
+assert any(c["clientId"] == "portal" for c in adm.get_clients())
+
+kc = KeycloakOpenID(server_url=base, realm_name="acme", client_id="portal",
+                    client_secret_key="portal-secret-0123456789abcdef")
+tok = kc.token("grace", "grace-pw")
+claims = kc.decode_token(tok["access_token"])
+assert "ops" in claims["realm_access"]["roles"], claims
+print("PYTHON-KEYCLOAK-ADMIN-OK")
+"#;
+
+#[tokio::test]
+async fn python_keycloak_admin_adds_a_realm_role_user_and_client() {
+    let Ok(python) = std::env::var("PRESSOIR_TEST_PYTHON") else {
+        println!("SKIPPED: PRESSOIR_TEST_PYTHON is not set");
+        return;
+    };
+    let s = spawn().await;
+    let out = tokio::process::Command::new(python)
+        .arg("-c")
+        .arg(ADMIN_SCRIPT)
+        .env("KC_BASE", &s.base)
+        .env("KC_SECRET", &s.secret)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("PYTHON-KEYCLOAK-ADMIN-OK"),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+}
+
 #[tokio::test]
 async fn python_keycloak_works_unchanged() {
     let Ok(python) = std::env::var("PRESSOIR_TEST_PYTHON") else {
