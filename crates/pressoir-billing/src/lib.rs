@@ -206,6 +206,7 @@ async fn open(config: &Config) -> Result<Arc<App>, Error> {
         signer,
         metrics: RwLock::new(HashMap::new()),
         has_endpoints: AtomicBool::new(false),
+        endpoints_checked_at: std::sync::atomic::AtomicI64::new(0),
         webhook_wake: tokio::sync::Notify::new(),
         webhook: config.webhook.clone(),
     });

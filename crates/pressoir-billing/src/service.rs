@@ -29,7 +29,10 @@ pub struct App {
     pub signer: crate::webhook::Signer,
     /// Live billable metrics by code, refreshed after every metric write (used on ingest).
     pub metrics: RwLock<HashMap<String, Metric>>,
+    /// Whether webhook endpoints exist, for the ingest path's `event.error` checks; refreshed
+    /// from the store at most every few seconds (`endpoints_checked_at`), so replicas agree.
     pub has_endpoints: AtomicBool,
+    pub endpoints_checked_at: std::sync::atomic::AtomicI64,
     pub webhook_wake: Notify,
     pub webhook: crate::webhook::Settings,
 }
@@ -285,9 +288,7 @@ impl App {
 
     /// Writes `webhook_type` for `object` into the outbox for every endpoint that wants it.
     pub async fn emit(&self, c: &mut Conn, webhook_type: &str, object_type: &str, object: Value) -> Result<(), Error> {
-        if !self.has_endpoints.load(Ordering::Relaxed) {
-            return Ok(());
-        }
+        // Read inside the transaction every time: another replica may have added one.
         let eps = store::endpoints(c).await?;
         if eps.is_empty() {
             return Ok(());
@@ -313,6 +314,13 @@ impl App {
     // ---- customers ----
 
     pub async fn upsert_customer(&self, m: &Map<String, Value>) -> Result<Value, Error> {
+        match self.upsert_customer_once(m).await {
+            Err(Error::Sql(e)) if pressoir_core::db::is_unique_violation(&e) => self.upsert_customer_once(m).await,
+            other => other,
+        }
+    }
+
+    async fn upsert_customer_once(&self, m: &Map<String, Value>) -> Result<Value, Error> {
         let mut errors = FieldErrors::default();
         let external_id = match m.get("external_id") {
             Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
@@ -363,12 +371,9 @@ impl App {
             updated_at: now,
             deleted_at: None,
         };
-        store::save_customer(c, &row, true).await.map_err(|e| match e {
-            Error::Sql(ref s) if pressoir_core::db::is_unique_violation(s) => {
-                Error::Api(ApiError::field("external_id", "value_already_exist"))
-            }
-            e => e,
-        })?;
+        // A unique violation here is a concurrent create of the same customer: callers run
+        // again and find it.
+        store::save_customer(c, &row, true).await?;
         self.emit(c, "customer.created", "customer", render::customer(&row)).await?;
         Ok(row)
     }
@@ -648,7 +653,17 @@ impl App {
         Ok(self.sub_view(c, sub).await?.json(now_ms()))
     }
 
+    /// Creates a subscription (see [`Self::create_subscription_once`]). Two concurrent creates
+    /// of one external id (a retry racing the original) meet the one-active index; the loser
+    /// runs again and finds the winner's subscription, so the call stays idempotent.
     pub async fn create_subscription(&self, m: &Map<String, Value>) -> Result<Value, Error> {
+        match self.create_subscription_once(m).await {
+            Err(Error::Sql(e)) if pressoir_core::db::is_unique_violation(&e) => self.create_subscription_once(m).await,
+            other => other,
+        }
+    }
+
+    async fn create_subscription_once(&self, m: &Map<String, Value>) -> Result<Value, Error> {
         let mut f = Fields::new(m);
         let ext_customer = f.req_str("external_customer_id");
         let plan_code = f.req_str("plan_code");
@@ -940,7 +955,7 @@ impl App {
             let mut tx = self.store.begin().await?;
             let c = tx.conn();
             // Re-read inside the transaction: another writer may have moved it.
-            let Some(fresh) = store::sub_by_id(c, &s.lago_id).await? else { continue };
+            let Some(fresh) = store::sub_for_update(c, self.store.backend(), &s.lago_id).await? else { continue };
             if !matches!(fresh.status.as_str(), "active" | "pending") {
                 continue;
             }
@@ -1129,10 +1144,47 @@ impl App {
         Ok((row, properties))
     }
 
+    /// Makes sure the metric cache knows every code in `items` that the store knows (a metric
+    /// created through another replica), and that the endpoints flag is fresh.
+    async fn refresh_for_ingest(&self, items: &[&Map<String, Value>], now: i64) -> Result<(), Error> {
+        let missing: Vec<String> = {
+            let Ok(cache) = self.metrics.read() else { return Ok(()) };
+            let mut m: Vec<String> = items
+                .iter()
+                .filter_map(|i| i.get("code").and_then(Value::as_str))
+                .filter(|c| !cache.contains_key(*c))
+                .map(str::to_string)
+                .collect();
+            m.sort();
+            m.dedup();
+            m
+        };
+        let stale = now - self.endpoints_checked_at.load(Ordering::Relaxed) > 5_000;
+        if missing.is_empty() && !stale {
+            return Ok(());
+        }
+        let mut c = self.store.read().await?;
+        for code in missing {
+            if let Some(t) = store::doc_by_code(&mut c, Doc::Metric, &code).await? {
+                let m = metric_of(&t)?;
+                if let Ok(mut w) = self.metrics.write() {
+                    w.insert(m.code.clone(), m);
+                }
+            }
+        }
+        if stale {
+            let any = !store::endpoints(&mut c).await?.is_empty();
+            self.has_endpoints.store(any, Ordering::Relaxed);
+            self.endpoints_checked_at.store(now, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     /// Ingests events, all or nothing. Duplicates of (external_subscription_id,
     /// transaction_id) are refused with `value_already_exist` and never counted.
     pub async fn ingest(&self, items: &[&Map<String, Value>], batch: bool) -> Result<Vec<Value>, Error> {
         let now = now_ms();
+        self.refresh_for_ingest(items, now).await?;
         let mut rows = Vec::with_capacity(items.len());
         let mut props = Vec::with_capacity(items.len());
         let mut errors: BTreeMap<usize, FieldErrors> = BTreeMap::new();

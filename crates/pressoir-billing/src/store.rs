@@ -435,6 +435,14 @@ pub async fn sub_by_id(c: &mut Conn, id: &str) -> Result<Option<SubRow>, Error> 
     Ok(sqlx::query(&q).bind(id).fetch_optional(&mut *c).await?.map(|r| sub_row(&r)))
 }
 
+/// [`sub_by_id`], locking the row until the transaction ends on PostgreSQL (SQLite's writers
+/// are already serialized), so two billers never bill one subscription at once.
+pub async fn sub_for_update(c: &mut Conn, backend: Backend, id: &str) -> Result<Option<SubRow>, Error> {
+    let lock = if backend == Backend::Postgres { " FOR UPDATE" } else { "" };
+    let q = format!("SELECT {SUB_COLS} FROM subscriptions WHERE lago_id = $1{lock}");
+    Ok(sqlx::query(&q).bind(id).fetch_optional(&mut *c).await?.map(|r| sub_row(&r)))
+}
+
 pub async fn subs_with_status(c: &mut Conn, statuses: &[&str]) -> Result<Vec<SubRow>, Error> {
     let list = statuses.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(",");
     let q = format!("SELECT {SUB_COLS} FROM subscriptions WHERE status IN ({list}) ORDER BY created_at");

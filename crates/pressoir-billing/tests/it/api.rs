@@ -299,3 +299,27 @@ async fn rate_limit_answers_429_with_lago_headers() {
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["status"], 429);
 }
+
+#[tokio::test]
+async fn concurrent_creates_of_one_subscription_make_one() {
+    for b in backends() {
+        let s = std::sync::Arc::new(spawn(b).await);
+        let mut tasks = vec![];
+        for _ in 0..8 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                s.ok("POST", "/subscriptions", Some(json!({"subscription": {"external_customer_id": "race",
+                    "plan_code": "starter_monthly", "external_id": "site-race"}})))
+                    .await["subscription"]["lago_id"]
+                    .clone()
+            }));
+        }
+        let mut ids = vec![];
+        for t in tasks {
+            ids.push(t.await.unwrap());
+        }
+        assert!(ids.iter().all(|i| *i == ids[0]), "{ids:?}");
+        let list = s.ok("GET", "/subscriptions?external_customer_id=race&status[]=active&status[]=terminated", None).await;
+        assert_eq!(list["meta"]["total_count"], 1);
+    }
+}

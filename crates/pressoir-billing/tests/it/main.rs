@@ -6,6 +6,7 @@ mod client;
 mod common;
 mod invoices;
 mod python;
+mod replicas;
 mod storage;
 mod usage;
 mod webhooks;
