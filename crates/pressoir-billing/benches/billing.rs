@@ -26,7 +26,10 @@ use std::time::{Duration, Instant};
 const KEY: &str = "bench-api-key";
 
 fn env_u64(k: &str, d: u64) -> u64 {
-    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
 }
 
 fn post(path: &str, body: String) -> Request<Full<Bytes>> {
@@ -37,7 +40,12 @@ fn post(path: &str, body: String) -> Request<Full<Bytes>> {
         .expect("a request")
 }
 
-async fn call(addr: std::net::SocketAddr, method: reqwest::Method, path: &str, body: serde_json::Value) {
+async fn call(
+    addr: std::net::SocketAddr,
+    method: reqwest::Method,
+    path: &str,
+    body: serde_json::Value,
+) {
     let r = reqwest::Client::new()
         .request(method, format!("http://{addr}/api/v1{path}"))
         .bearer_auth(KEY)
@@ -45,7 +53,11 @@ async fn call(addr: std::net::SocketAddr, method: reqwest::Method, path: &str, b
         .send()
         .await
         .expect("request");
-    assert!(r.status().is_success(), "{path}: {}", r.text().await.unwrap_or_default());
+    assert!(
+        r.status().is_success(),
+        "{path}: {}",
+        r.text().await.unwrap_or_default()
+    );
 }
 
 async fn bench(name: &str, url: String, schema: String) {
@@ -58,15 +70,25 @@ async fn bench(name: &str, url: String, schema: String) {
     config.seed_plans = SeedPlan::defaults();
     config.rsa_private_pem = None;
     let shutdown = Shutdown::new();
-    let router = pressoir_billing::app(config, shutdown.clone()).await.expect("billing starts");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let router = pressoir_billing::app(config, shutdown.clone())
+        .await
+        .expect("billing starts");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let s = shutdown.clone();
     tokio::spawn(async move { pressoir_core::serve(listener, router, s).await });
 
     for sub in ["bench-single", "bench-batch"] {
-        call(addr, reqwest::Method::POST, "/subscriptions", json!({"subscription": {
-            "external_customer_id": "bench", "plan_code": "starter_monthly", "external_id": sub}})).await;
+        call(
+            addr,
+            reqwest::Method::POST,
+            "/subscriptions",
+            json!({"subscription": {
+            "external_customer_id": "bench", "plan_code": "starter_monthly", "external_id": sub}}),
+        )
+        .await;
     }
 
     let single = pressoir_bench::load::run(
@@ -74,13 +96,21 @@ async fn bench(name: &str, url: String, schema: String) {
             .connections(64)
             .stop(Stop::Duration(Duration::from_secs(seconds)))
             .make(Arc::new(|n| {
-                post("/api/v1/events", json!({"event": {"transaction_id": format!("s-{n}"),
+                post(
+                    "/api/v1/events",
+                    json!({"event": {"transaction_id": format!("s-{n}"),
                     "external_subscription_id": "bench-single", "code": "storage_gb",
-                    "properties": {"gb_used": (n % 500) as i64}}}).to_string())
+                    "properties": {"gb_used": (n % 500) as i64}}})
+                    .to_string(),
+                )
             })),
     )
     .await;
-    println!("{name}: events single, 64 connections: {:.0} events/s ({})", single.ok as f64 / single.elapsed.as_secs_f64(), single.line());
+    println!(
+        "{name}: events single, 64 connections: {:.0} events/s ({})",
+        single.ok as f64 / single.elapsed.as_secs_f64(),
+        single.line()
+    );
 
     let batch = pressoir_bench::load::run(
         Spec::get(addr, "/")
@@ -104,7 +134,11 @@ async fn bench(name: &str, url: String, schema: String) {
             })),
     )
     .await;
-    println!("{name}: events batched by 100, 8 connections: {:.0} events/s ({})", batch.ok as f64 * 100.0 / batch.elapsed.as_secs_f64(), batch.line());
+    println!(
+        "{name}: events batched by 100, 8 connections: {:.0} events/s ({})",
+        batch.ok as f64 * 100.0 / batch.elapsed.as_secs_f64(),
+        batch.line()
+    );
 
     // A subscription with a million events over its current period.
     let month_start = {
@@ -112,9 +146,15 @@ async fn bench(name: &str, url: String, schema: String) {
         let first = time::Date::from_calendar_date(d.year(), d.month(), 1).expect("a date");
         first.midnight().assume_utc().unix_timestamp() * 1000
     };
-    call(addr, reqwest::Method::POST, "/subscriptions", json!({"subscription": {
+    call(
+        addr,
+        reqwest::Method::POST,
+        "/subscriptions",
+        json!({"subscription": {
         "external_customer_id": "bench", "plan_code": "starter_monthly", "external_id": "bench-big",
-        "subscription_at": pressoir_billing::render::iso(month_start)}})).await;
+        "subscription_at": pressoir_billing::render::iso(month_start)}}),
+    )
+    .await;
     let st = Store::open(&url, &schema, 4).await.expect("store");
     let now = pressoir_core::clock::now_ms();
     let span = (now - month_start).max(1);
@@ -141,26 +181,45 @@ async fn bench(name: &str, url: String, schema: String) {
             })
             .collect();
         let mut tx = st.begin().await.expect("tx");
-        store::insert_events(tx.conn(), &rows).await.expect("insert");
+        store::insert_events(tx.conn(), &rows)
+            .await
+            .expect("insert");
         tx.commit().await.expect("commit");
         done += n;
     }
     let load_secs = started.elapsed().as_secs_f64();
-    println!("{name}: loaded {total_events} events into one subscription in {load_secs:.1}s ({:.0} events/s through the store)", total_events as f64 / load_secs);
+    println!(
+        "{name}: loaded {total_events} events into one subscription in {load_secs:.1}s ({:.0} events/s through the store)",
+        total_events as f64 / load_secs
+    );
 
     let path = "/api/v1/customers/bench/current_usage?external_subscription_id=bench-big";
     let one = pressoir_bench::load::run(
-        Spec::get(addr, path).header("authorization", &format!("Bearer {KEY}")).connections(1).stop(Stop::Requests(300)),
+        Spec::get(addr, path)
+            .header("authorization", &format!("Bearer {KEY}"))
+            .connections(1)
+            .stop(Stop::Requests(300)),
     )
     .await;
-    println!("{name}: current usage over {total_events} events, 1 connection: p50 {} p99 {} ({})",
-        pressoir_bench::stats::ms(one.p50()), pressoir_bench::stats::ms(one.p99()), one.line());
+    println!(
+        "{name}: current usage over {total_events} events, 1 connection: p50 {} p99 {} ({})",
+        pressoir_bench::stats::ms(one.p50()),
+        pressoir_bench::stats::ms(one.p99()),
+        one.line()
+    );
     let eight = pressoir_bench::load::run(
-        Spec::get(addr, path).header("authorization", &format!("Bearer {KEY}")).connections(8).stop(Stop::Requests(800)),
+        Spec::get(addr, path)
+            .header("authorization", &format!("Bearer {KEY}"))
+            .connections(8)
+            .stop(Stop::Requests(800)),
     )
     .await;
-    println!("{name}: current usage over {total_events} events, 8 connections: p50 {} p99 {} ({})",
-        pressoir_bench::stats::ms(eight.p50()), pressoir_bench::stats::ms(eight.p99()), eight.line());
+    println!(
+        "{name}: current usage over {total_events} events, 8 connections: p50 {} p99 {} ({})",
+        pressoir_bench::stats::ms(eight.p50()),
+        pressoir_bench::stats::ms(eight.p99()),
+        eight.line()
+    );
     let check = reqwest::Client::new()
         .get(format!("http://{addr}{path}"))
         .bearer_auth(KEY)
@@ -170,15 +229,20 @@ async fn bench(name: &str, url: String, schema: String) {
         .json::<serde_json::Value>()
         .await
         .expect("json");
-    println!("{name}: usage line: events_count {} units {} amount_cents {}",
+    println!(
+        "{name}: usage line: events_count {} units {} amount_cents {}",
         check["customer_usage"]["charges_usage"][0]["events_count"],
         check["customer_usage"]["charges_usage"][0]["units"],
-        check["customer_usage"]["charges_usage"][0]["amount_cents"]);
+        check["customer_usage"]["charges_usage"][0]["amount_cents"]
+    );
     shutdown.trigger();
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = pressoir_core::db::sqlite_url(&dir.path().join("bench.sqlite"));

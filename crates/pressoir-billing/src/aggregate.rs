@@ -67,9 +67,10 @@ impl Agg {
             Aggregation::CountAgg => Decimal::from(self.events_count),
             Aggregation::SumAgg => from_fixed(self.value_sum),
             Aggregation::MaxAgg => self.value_max.map(from_fixed).unwrap_or_default(),
-            Aggregation::LatestAgg => {
-                self.latest.map(|(_, v)| from_fixed(v.max(0))).unwrap_or_default()
-            }
+            Aggregation::LatestAgg => self
+                .latest
+                .map(|(_, v)| from_fixed(v.max(0)))
+                .unwrap_or_default(),
             Aggregation::UniqueCountAgg | Aggregation::WeightedSumAgg => Decimal::ZERO,
         }
     }
@@ -124,13 +125,18 @@ mod tests {
         assert_eq!(to_fixed(d), Some(5_500_000));
         assert_eq!(from_fixed(5_500_000), d);
         assert_eq!(to_fixed(Decimal::from_str("0.0000005").unwrap()), Some(0));
-        assert_eq!(to_fixed(Decimal::from_str("1e30").unwrap_or(Decimal::MAX)), None);
+        assert_eq!(
+            to_fixed(Decimal::from_str("1e30").unwrap_or(Decimal::MAX)),
+            None
+        );
     }
 
     #[test]
     fn merge_is_associative_over_events() {
         let evs = [(10, Some(3)), (5, Some(7)), (20, None), (15, Some(-2))];
-        let all = evs.iter().fold(Agg::default(), |a, &(t, v)| a.merge(Agg::of_event(t, v)));
+        let all = evs
+            .iter()
+            .fold(Agg::default(), |a, &(t, v)| a.merge(Agg::of_event(t, v)));
         let left = Agg::of_event(10, Some(3)).merge(Agg::of_event(5, Some(7)));
         let right = Agg::of_event(20, None).merge(Agg::of_event(15, Some(-2)));
         assert_eq!(left.merge(right), all);
@@ -143,10 +149,16 @@ mod tests {
 
     #[test]
     fn unique_and_weighted() {
-        assert_eq!(unique_count([("a", false), ("b", false), ("a", false), ("b", true)]), Decimal::ONE);
+        assert_eq!(
+            unique_count([("a", false), ("b", false), ("a", false), ("b", true)]),
+            Decimal::ONE
+        );
         // 0 for the first half, 10 for the second: average 5.
         let ws = weighted_sum(Decimal::ZERO, &[(50, 10_000_000)], 0, 100);
         assert_eq!(ws, Decimal::from(5));
-        assert_eq!(weighted_sum(Decimal::from(2), &[], 0, 100), Decimal::from(2));
+        assert_eq!(
+            weighted_sum(Decimal::from(2), &[], 0, 100),
+            Decimal::from(2)
+        );
     }
 }

@@ -26,27 +26,45 @@ impl Q {
     fn parse(raw: Option<String>) -> Q {
         let pairs: Vec<(String, String)> =
             serde_urlencoded::from_str(raw.as_deref().unwrap_or("")).unwrap_or_default();
-        Q(pairs.into_iter().map(|(k, v)| (k.trim_end_matches("[]").to_string(), v)).collect())
+        Q(pairs
+            .into_iter()
+            .map(|(k, v)| (k.trim_end_matches("[]").to_string(), v))
+            .collect())
     }
 
     fn get(&self, k: &str) -> Option<&str> {
-        self.0.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
+        self.0
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
     }
 
     fn all(&self, k: &str) -> Vec<String> {
-        self.0.iter().filter(|(key, _)| key == k).map(|(_, v)| v.clone()).collect()
+        self.0
+            .iter()
+            .filter(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     fn page(&self) -> Page {
-        let n = |k: &str, d: i64| self.get(k).and_then(|v| v.parse::<i64>().ok()).filter(|v| *v > 0).unwrap_or(d);
-        Page { page: n("page", 1), per_page: n("per_page", 100).min(1000) }
+        let n = |k: &str, d: i64| {
+            self.get(k)
+                .and_then(|v| v.parse::<i64>().ok())
+                .filter(|v| *v > 0)
+                .unwrap_or(d)
+        };
+        Page {
+            page: n("page", 1),
+            per_page: n("per_page", 100).min(1000),
+        }
     }
 
     fn time(&self, k: &str) -> Option<i64> {
         let v = self.get(k)?;
-        pressoir_core::clock::parse_rfc3339_ms(v).or_else(|| {
-            crate::service::parse_event_timestamp(&Value::String(v.to_string()))
-        })
+        pressoir_core::clock::parse_rfc3339_ms(v)
+            .or_else(|| crate::service::parse_event_timestamp(&Value::String(v.to_string())))
     }
 }
 
@@ -62,11 +80,20 @@ pub fn router(app: Arc<App>, api_key: Secret) -> Router {
         .route("/customers/{id}/invoices", get(customer_invoices))
         .route("/customers/{id}/subscriptions", get(customer_subscriptions))
         .route("/billable_metrics", post(metric_create).get(metric_list))
-        .route("/billable_metrics/{code}", get(metric_get).put(metric_update).delete(metric_delete))
+        .route(
+            "/billable_metrics/{code}",
+            get(metric_get).put(metric_update).delete(metric_delete),
+        )
         .route("/plans", post(plan_create).get(plan_list))
-        .route("/plans/{code}", get(plan_get).put(plan_update).delete(plan_delete))
+        .route(
+            "/plans/{code}",
+            get(plan_get).put(plan_update).delete(plan_delete),
+        )
         .route("/subscriptions", post(sub_create).get(sub_list))
-        .route("/subscriptions/{id}", get(sub_get).put(sub_update).delete(sub_delete))
+        .route(
+            "/subscriptions/{id}",
+            get(sub_get).put(sub_update).delete(sub_delete),
+        )
         .route("/events", post(event_create).get(event_list))
         .route("/events/batch", post(event_batch))
         .route("/events/{id}", get(event_get))
@@ -74,14 +101,24 @@ pub fn router(app: Arc<App>, api_key: Secret) -> Router {
         .route("/invoices/{id}", get(invoice_get).put(invoice_update))
         .route("/invoices/{id}/finalize", put(invoice_finalize))
         .route("/invoices/{id}/void", post(invoice_void))
-        .route("/webhook_endpoints", post(endpoint_create).get(endpoint_list))
-        .route("/webhook_endpoints/{id}", get(endpoint_get).put(endpoint_update).delete(endpoint_delete))
+        .route(
+            "/webhook_endpoints",
+            post(endpoint_create).get(endpoint_list),
+        )
+        .route(
+            "/webhook_endpoints/{id}",
+            get(endpoint_get)
+                .put(endpoint_update)
+                .delete(endpoint_delete),
+        )
         .route("/webhooks/json_public_key", get(public_key_json))
         .route("/webhooks/public_key", get(public_key_text))
         .method_not_allowed_fallback(|| async { not_found() })
         .layer(middleware::from_fn_with_state(Arc::new(api_key), auth))
         .with_state(app);
-    Router::new().nest("/api/v1", api).fallback(|| async { not_found() })
+    Router::new()
+        .nest("/api/v1", api)
+        .fallback(|| async { not_found() })
 }
 
 fn not_found() -> Response {
@@ -105,7 +142,10 @@ async fn auth(State(key): State<Arc<Secret>>, req: Request, next: Next) -> Respo
 
 async fn customer_upsert(State(app): St, body: Bytes) -> Res {
     let v = parse_body(&body)?;
-    Ok(wrap("customer", app.upsert_customer(root(&v, "customer")?).await?))
+    Ok(wrap(
+        "customer",
+        app.upsert_customer(root(&v, "customer")?).await?,
+    ))
 }
 
 async fn customer_get(State(app): St, Path(id): Path<String>) -> Res {
@@ -123,26 +163,47 @@ async fn customer_delete(State(app): St, Path(id): Path<String>) -> Res {
 
 async fn current_usage(State(app): St, Path(id): Path<String>, RawQuery(q): RawQuery) -> Res {
     let q = Q::parse(q);
-    Ok(Json(app.current_usage(&id, q.get("external_subscription_id")).await?))
+    Ok(Json(
+        app.current_usage(&id, q.get("external_subscription_id"))
+            .await?,
+    ))
 }
 
 async fn customer_invoices(State(app): St, Path(id): Path<String>, RawQuery(q): RawQuery) -> Res {
     let q = Q::parse(q);
     app.customer(&id).await?;
-    Ok(Json(app.invoices(Some(&id), q.get("status"), q.get("payment_status"), q.page()).await?))
+    Ok(Json(
+        app.invoices(
+            Some(&id),
+            q.get("status"),
+            q.get("payment_status"),
+            q.page(),
+        )
+        .await?,
+    ))
 }
 
-async fn customer_subscriptions(State(app): St, Path(id): Path<String>, RawQuery(q): RawQuery) -> Res {
+async fn customer_subscriptions(
+    State(app): St,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Res {
     let q = Q::parse(q);
     app.customer(&id).await?;
-    Ok(Json(app.subscriptions(Some(&id), q.get("plan_code"), &q.all("status"), q.page()).await?))
+    Ok(Json(
+        app.subscriptions(Some(&id), q.get("plan_code"), &q.all("status"), q.page())
+            .await?,
+    ))
 }
 
 // ---- billable metrics ----
 
 async fn metric_create(State(app): St, body: Bytes) -> Res {
     let v = parse_body(&body)?;
-    Ok(wrap("billable_metric", app.create_metric(root(&v, "billable_metric")?).await?))
+    Ok(wrap(
+        "billable_metric",
+        app.create_metric(root(&v, "billable_metric")?).await?,
+    ))
 }
 
 async fn metric_get(State(app): St, Path(code): Path<String>) -> Res {
@@ -155,7 +216,11 @@ async fn metric_list(State(app): St, RawQuery(q): RawQuery) -> Res {
 
 async fn metric_update(State(app): St, Path(code): Path<String>, body: Bytes) -> Res {
     let v = parse_body(&body)?;
-    Ok(wrap("billable_metric", app.update_metric(&code, root(&v, "billable_metric")?).await?))
+    Ok(wrap(
+        "billable_metric",
+        app.update_metric(&code, root(&v, "billable_metric")?)
+            .await?,
+    ))
 }
 
 async fn metric_delete(State(app): St, Path(code): Path<String>) -> Res {
@@ -179,7 +244,10 @@ async fn plan_list(State(app): St, RawQuery(q): RawQuery) -> Res {
 
 async fn plan_update(State(app): St, Path(code): Path<String>, body: Bytes) -> Res {
     let v = parse_body(&body)?;
-    Ok(wrap("plan", app.update_plan(&code, root(&v, "plan")?).await?))
+    Ok(wrap(
+        "plan",
+        app.update_plan(&code, root(&v, "plan")?).await?,
+    ))
 }
 
 async fn plan_delete(State(app): St, Path(code): Path<String>) -> Res {
@@ -190,30 +258,48 @@ async fn plan_delete(State(app): St, Path(code): Path<String>) -> Res {
 
 async fn sub_create(State(app): St, body: Bytes) -> Res {
     let v = parse_body(&body)?;
-    Ok(wrap("subscription", app.create_subscription(root(&v, "subscription")?).await?))
+    Ok(wrap(
+        "subscription",
+        app.create_subscription(root(&v, "subscription")?).await?,
+    ))
 }
 
 async fn sub_get(State(app): St, Path(id): Path<String>, RawQuery(q): RawQuery) -> Res {
     let q = Q::parse(q);
-    Ok(wrap("subscription", app.subscription(&id, q.get("status")).await?))
+    Ok(wrap(
+        "subscription",
+        app.subscription(&id, q.get("status")).await?,
+    ))
 }
 
 async fn sub_list(State(app): St, RawQuery(q): RawQuery) -> Res {
     let q = Q::parse(q);
     Ok(Json(
-        app.subscriptions(q.get("external_customer_id"), q.get("plan_code"), &q.all("status"), q.page())
-            .await?,
+        app.subscriptions(
+            q.get("external_customer_id"),
+            q.get("plan_code"),
+            &q.all("status"),
+            q.page(),
+        )
+        .await?,
     ))
 }
 
 async fn sub_update(State(app): St, Path(id): Path<String>, body: Bytes) -> Res {
     let v = parse_body(&body)?;
-    Ok(wrap("subscription", app.update_subscription(&id, root(&v, "subscription")?).await?))
+    Ok(wrap(
+        "subscription",
+        app.update_subscription(&id, root(&v, "subscription")?)
+            .await?,
+    ))
 }
 
 async fn sub_delete(State(app): St, Path(id): Path<String>, RawQuery(q): RawQuery) -> Res {
     let q = Q::parse(q);
-    Ok(wrap("subscription", app.terminate_subscription(&id, q.get("status")).await?))
+    Ok(wrap(
+        "subscription",
+        app.terminate_subscription(&id, q.get("status")).await?,
+    ))
 }
 
 // ---- events ----
@@ -229,7 +315,11 @@ async fn event_batch(State(app): St, body: Bytes) -> Res {
     let v = parse_body(&body)?;
     let items = match v.get("events") {
         Some(Value::Array(a)) => a,
-        Some(Value::Null) | None => return Err(ApiError::BadRequest("param is missing or the value is empty: events".into())),
+        Some(Value::Null) | None => {
+            return Err(ApiError::BadRequest(
+                "param is missing or the value is empty: events".into(),
+            ));
+        }
         Some(_) => return Err(ApiError::field("events", "value_is_invalid")),
     };
     if items.is_empty() {
@@ -244,7 +334,10 @@ async fn event_batch(State(app): St, body: Bytes) -> Res {
         match it.as_object() {
             Some(m) => maps.push(m),
             None => {
-                bad.insert(i, crate::proto::FieldErrors::one("event", "value_is_invalid"));
+                bad.insert(
+                    i,
+                    crate::proto::FieldErrors::one("event", "value_is_invalid"),
+                );
             }
         }
     }
@@ -276,9 +369,23 @@ async fn event_list(State(app): St, RawQuery(q): RawQuery) -> Res {
 
 async fn invoice_list(State(app): St, RawQuery(q): RawQuery) -> Res {
     let q = Q::parse(q);
-    let status = q.get("status").map(str::to_string).or_else(|| q.all("statuses").into_iter().next());
-    let pstatus = q.get("payment_status").map(str::to_string).or_else(|| q.all("payment_statuses").into_iter().next());
-    Ok(Json(app.invoices(q.get("external_customer_id"), status.as_deref(), pstatus.as_deref(), q.page()).await?))
+    let status = q
+        .get("status")
+        .map(str::to_string)
+        .or_else(|| q.all("statuses").into_iter().next());
+    let pstatus = q
+        .get("payment_status")
+        .map(str::to_string)
+        .or_else(|| q.all("payment_statuses").into_iter().next());
+    Ok(Json(
+        app.invoices(
+            q.get("external_customer_id"),
+            status.as_deref(),
+            pstatus.as_deref(),
+            q.page(),
+        )
+        .await?,
+    ))
 }
 
 async fn invoice_get(State(app): St, Path(id): Path<String>) -> Res {
@@ -287,7 +394,10 @@ async fn invoice_get(State(app): St, Path(id): Path<String>) -> Res {
 
 async fn invoice_update(State(app): St, Path(id): Path<String>, body: Bytes) -> Res {
     let v = parse_body(&body)?;
-    Ok(wrap("invoice", app.update_invoice(&id, root(&v, "invoice")?).await?))
+    Ok(wrap(
+        "invoice",
+        app.update_invoice(&id, root(&v, "invoice")?).await?,
+    ))
 }
 
 async fn invoice_finalize(State(app): St, Path(id): Path<String>) -> Res {
@@ -302,12 +412,20 @@ async fn invoice_void(State(app): St, Path(id): Path<String>) -> Res {
 
 async fn endpoint_create(State(app): St, body: Bytes) -> Res {
     let v = parse_body(&body)?;
-    Ok(wrap("webhook_endpoint", app.save_endpoint(None, root(&v, "webhook_endpoint")?).await?))
+    Ok(wrap(
+        "webhook_endpoint",
+        app.save_endpoint(None, root(&v, "webhook_endpoint")?)
+            .await?,
+    ))
 }
 
 async fn endpoint_update(State(app): St, Path(id): Path<String>, body: Bytes) -> Res {
     let v = parse_body(&body)?;
-    Ok(wrap("webhook_endpoint", app.save_endpoint(Some(&id), root(&v, "webhook_endpoint")?).await?))
+    Ok(wrap(
+        "webhook_endpoint",
+        app.save_endpoint(Some(&id), root(&v, "webhook_endpoint")?)
+            .await?,
+    ))
 }
 
 async fn endpoint_get(State(app): St, Path(id): Path<String>) -> Res {

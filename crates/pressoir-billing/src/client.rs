@@ -211,7 +211,9 @@ pub struct LagoClient {
 
 impl std::fmt::Debug for LagoClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LagoClient").field("base_url", &self.base_url).finish_non_exhaustive()
+        f.debug_struct("LagoClient")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -221,14 +223,27 @@ impl LagoClient {
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| ClientError::Transport(e.to_string()))?;
-        Ok(LagoClient { base_url: base_url.into(), api_key, http })
+        Ok(LagoClient {
+            base_url: base_url.into(),
+            api_key,
+            http,
+        })
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}/api/v1/{}", self.base_url.trim_end_matches('/'), path.trim_start_matches('/'))
+        format!(
+            "{}/api/v1/{}",
+            self.base_url.trim_end_matches('/'),
+            path.trim_start_matches('/')
+        )
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, ClientError> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, ClientError> {
         let mut req = self
             .http
             .request(method, self.url(path))
@@ -237,14 +252,20 @@ impl LagoClient {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.map_err(|e| ClientError::Transport(e.to_string()))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
         let status = resp.status().as_u16();
         let reset = resp
             .headers()
             .get("x-ratelimit-reset")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
-        let text = resp.text().await.map_err(|e| ClientError::Transport(e.to_string()))?;
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
         let json: Value = if text.trim().is_empty() {
             Value::Null
         } else {
@@ -260,42 +281,73 @@ impl LagoClient {
         Err(ClientError::Api {
             status,
             code: ErrorCode::parse(status, json.get("code").and_then(Value::as_str)),
-            error: json.get("error").and_then(Value::as_str).unwrap_or("").to_string(),
+            error: json
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
             details: json.get("error_details").cloned(),
             retry_after_secs: if status == 429 { reset } else { None },
         })
     }
 
     fn take<T: serde::de::DeserializeOwned>(v: &Value, key: &str) -> Result<T, ClientError> {
-        let inner = v.get(key).cloned().ok_or_else(|| ClientError::Decode(format!("no '{key}' in the answer")))?;
+        let inner = v
+            .get(key)
+            .cloned()
+            .ok_or_else(|| ClientError::Decode(format!("no '{key}' in the answer")))?;
         serde_json::from_value(inner).map_err(|e| ClientError::Decode(format!("{key}: {e}")))
     }
 
     /// Creates or updates the customer keyed by `external_id` (only the fields set change).
     pub async fn upsert_customer(&self, c: &CustomerInput) -> Result<Customer, ClientError> {
-        let v = self.call(reqwest::Method::POST, "customers", Some(json!({"customer": c}))).await?;
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                "customers",
+                Some(json!({"customer": c})),
+            )
+            .await?;
         Self::take(&v, "customer")
     }
 
     /// Creates the subscription, or returns it when it exists with that plan; a different
     /// plan is an upgrade (now) or a downgrade (at period end).
-    pub async fn create_subscription(&self, s: &SubscriptionInput) -> Result<Subscription, ClientError> {
-        let v = self.call(reqwest::Method::POST, "subscriptions", Some(json!({"subscription": s}))).await?;
+    pub async fn create_subscription(
+        &self,
+        s: &SubscriptionInput,
+    ) -> Result<Subscription, ClientError> {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                "subscriptions",
+                Some(json!({"subscription": s})),
+            )
+            .await?;
         Self::take(&v, "subscription")
     }
 
     /// Terminates the active subscription; `None` if there was none (already terminated).
-    pub async fn terminate_subscription(&self, external_id: &str) -> Result<Option<Subscription>, ClientError> {
+    pub async fn terminate_subscription(
+        &self,
+        external_id: &str,
+    ) -> Result<Option<Subscription>, ClientError> {
         let path = format!("subscriptions/{}", encode(external_id));
         match self.call(reqwest::Method::DELETE, &path, None).await {
             Ok(v) => Ok(Some(Self::take(&v, "subscription")?)),
-            Err(ClientError::Api { code: ErrorCode::SubscriptionNotFound, .. }) => Ok(None),
+            Err(ClientError::Api {
+                code: ErrorCode::SubscriptionNotFound,
+                ..
+            }) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
     pub async fn send_event(&self, e: &Event) -> Result<Sent, ClientError> {
-        match self.call(reqwest::Method::POST, "events", Some(json!({"event": e}))).await {
+        match self
+            .call(reqwest::Method::POST, "events", Some(json!({"event": e})))
+            .await
+        {
             Ok(_) => Ok(Sent::Accepted),
             Err(err) if is_duplicate(&err, None) => Ok(Sent::Duplicate),
             Err(err) => Err(err),
@@ -312,10 +364,19 @@ impl LagoClient {
                 return Ok(outcome);
             }
             let body: Vec<&Event> = pending.iter().map(|&i| &events[i]).collect();
-            match self.call(reqwest::Method::POST, "events/batch", Some(json!({"events": body}))).await {
+            match self
+                .call(
+                    reqwest::Method::POST,
+                    "events/batch",
+                    Some(json!({"events": body})),
+                )
+                .await
+            {
                 Ok(_) => return Ok(outcome),
                 Err(err) => {
-                    let Some(dups) = duplicate_indexes(&err, pending.len()) else { return Err(err) };
+                    let Some(dups) = duplicate_indexes(&err, pending.len()) else {
+                        return Err(err);
+                    };
                     let mut next = Vec::new();
                     for (pos, &i) in pending.iter().enumerate() {
                         if dups.contains(&pos) {
@@ -356,7 +417,10 @@ impl LagoClient {
             path.push_str(&format!("&external_customer_id={}", encode(c)));
         }
         let v = self.call(reqwest::Method::GET, &path, None).await?;
-        Ok((Self::take(&v, "invoices")?, Self::take(&v, "meta").unwrap_or_default()))
+        Ok((
+            Self::take(&v, "invoices")?,
+            Self::take(&v, "meta").unwrap_or_default(),
+        ))
     }
 }
 
@@ -387,7 +451,14 @@ fn is_duplicate(err: &ClientError, _: Option<()>) -> bool {
 
 /// The batch positions refused as duplicates, if duplicates are all that was refused.
 fn duplicate_indexes(err: &ClientError, len: usize) -> Option<Vec<usize>> {
-    let ClientError::Api { status: 422, details: Some(Value::Object(d)), .. } = err else { return None };
+    let ClientError::Api {
+        status: 422,
+        details: Some(Value::Object(d)),
+        ..
+    } = err
+    else {
+        return None;
+    };
     let mut out = Vec::new();
     for (k, v) in d {
         let i: usize = k.parse().ok()?;

@@ -33,11 +33,19 @@ pub struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     pub fn new(map: &'a Map<String, Value>) -> Self {
-        Fields { map, errors: FieldErrors::default(), prefix: String::new() }
+        Fields {
+            map,
+            errors: FieldErrors::default(),
+            prefix: String::new(),
+        }
     }
 
     pub fn nested(map: &'a Map<String, Value>, prefix: &str) -> Self {
-        Fields { map, errors: FieldErrors::default(), prefix: format!("{prefix}.") }
+        Fields {
+            map,
+            errors: FieldErrors::default(),
+            prefix: format!("{prefix}."),
+        }
     }
 
     fn name(&self, k: &str) -> String {
@@ -184,7 +192,9 @@ pub fn parse_decimal(s: &str) -> Option<Decimal> {
     if s.is_empty() {
         return None;
     }
-    Decimal::from_str(s).or_else(|_| Decimal::from_scientific(s)).ok()
+    Decimal::from_str(s)
+        .or_else(|_| Decimal::from_scientific(s))
+        .ok()
 }
 
 #[cfg(test)]

@@ -74,7 +74,11 @@ async fn issue(app: &App, c: &mut Conn, d: Draft<'_>) -> Result<(), Error> {
         f["units"] = json!("1.0");
         f["total_aggregated_units"] = json!("1.0");
         f["events_count"] = Value::Null;
-        f["precise_amount"] = json!((rust_decimal::Decimal::new(cents, 2)).normalize().to_string());
+        f["precise_amount"] = json!(
+            (rust_decimal::Decimal::new(cents, 2))
+                .normalize()
+                .to_string()
+        );
         f["pay_in_advance"] = json!(d.plan.pay_in_advance);
         f["from_date"] = json!(render::iso(from));
         f["to_date"] = json!(render::iso(to - 1000));
@@ -116,7 +120,11 @@ async fn issue(app: &App, c: &mut Conn, d: Draft<'_>) -> Result<(), Error> {
         .and_then(Value::as_i64)
         .unwrap_or(0);
     let status = if grace > 0 { "draft" } else { "finalized" };
-    let net_term = customer.data.get("net_payment_term").and_then(Value::as_i64).unwrap_or(0);
+    let net_term = customer
+        .data
+        .get("net_payment_term")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
     let issuing = period::iso_date(d.to.min(now.max(d.from)));
     let issuing_ms = period::day_floor(d.to.min(now.max(d.from)));
     let seq = store::next_invoice_seq(c).await?;
@@ -185,7 +193,11 @@ async fn issue(app: &App, c: &mut Conn, d: Draft<'_>) -> Result<(), Error> {
         updated_at: now,
     };
     if store::insert_invoice(c, &row).await? {
-        let kind = if status == "draft" { "invoice.drafted" } else { "invoice.created" };
+        let kind = if status == "draft" {
+            "invoice.drafted"
+        } else {
+            "invoice.created"
+        };
         app.emit(c, kind, "invoice", render::invoice(&row)).await?;
     }
     Ok(())
@@ -193,23 +205,60 @@ async fn issue(app: &App, c: &mut Conn, d: Draft<'_>) -> Result<(), Error> {
 
 /// The invoice at the end of period `p`: its charges, and the subscription fee when paid in
 /// arrears.
-pub async fn period(app: &App, c: &mut Conn, sub: &SubRow, plan: &Plan, p: Period) -> Result<(), Error> {
+pub async fn period(
+    app: &App,
+    c: &mut Conn,
+    sub: &SubRow,
+    plan: &Plan,
+    p: Period,
+) -> Result<(), Error> {
     let started = sub.started_at.unwrap_or(sub.subscription_at);
-    let charges = app.charge_fees(c, &sub.external_id, plan, p.from, p.to).await?;
-    let fee = (!plan.pay_in_advance)
-        .then(|| (subscription_fee(plan, started, (p.full_from, p.to), p.from, p.to), p.from, p.to));
-    let d = Draft { sub, plan, key: format!("period:{}", p.from), from: p.from, to: p.to, fee_cents: fee, charges, reason: "subscription_periodic" };
+    let charges = app
+        .charge_fees(c, &sub.external_id, plan, p.from, p.to)
+        .await?;
+    let fee = (!plan.pay_in_advance).then(|| {
+        (
+            subscription_fee(plan, started, (p.full_from, p.to), p.from, p.to),
+            p.from,
+            p.to,
+        )
+    });
+    let d = Draft {
+        sub,
+        plan,
+        key: format!("period:{}", p.from),
+        from: p.from,
+        to: p.to,
+        fee_cents: fee,
+        charges,
+        reason: "subscription_periodic",
+    };
     issue(app, c, d).await
 }
 
 /// The invoice at the start of period `p` for a plan paid in advance.
-pub async fn advance(app: &App, c: &mut Conn, sub: &SubRow, plan: &Plan, p: Period) -> Result<(), Error> {
+pub async fn advance(
+    app: &App,
+    c: &mut Conn,
+    sub: &SubRow,
+    plan: &Plan,
+    p: Period,
+) -> Result<(), Error> {
     let started = sub.started_at.unwrap_or(sub.subscription_at);
     let cents = subscription_fee(plan, started, (p.full_from, p.to), p.from, p.to);
     if cents == 0 {
         return Ok(());
     }
-    let d = Draft { sub, plan, key: format!("advance:{}", p.from), from: p.from, to: p.to, fee_cents: Some((cents, p.from, p.to)), charges: vec![], reason: "subscription_starting" };
+    let d = Draft {
+        sub,
+        plan,
+        key: format!("advance:{}", p.from),
+        from: p.from,
+        to: p.to,
+        fee_cents: Some((cents, p.from, p.to)),
+        charges: vec![],
+        reason: "subscription_starting",
+    };
     issue(app, c, d).await
 }
 
@@ -223,17 +272,35 @@ pub async fn close(app: &App, c: &mut Conn, sub: &SubRow, at: i64) -> Result<(),
         return Ok(());
     }
     let p = period::containing(plan.interval, bt, started, cursor);
-    let charges = app.charge_fees(c, &sub.external_id, &plan, p.from, at).await?;
-    let fee = (!plan.pay_in_advance)
-        .then(|| (subscription_fee(&plan, started, (p.full_from, p.to), p.from, at), p.from, at));
-    let d = Draft { sub, plan: &plan, key: "close".into(), from: p.from, to: at, fee_cents: fee, charges, reason: "subscription_terminating" };
+    let charges = app
+        .charge_fees(c, &sub.external_id, &plan, p.from, at)
+        .await?;
+    let fee = (!plan.pay_in_advance).then(|| {
+        (
+            subscription_fee(&plan, started, (p.full_from, p.to), p.from, at),
+            p.from,
+            at,
+        )
+    });
+    let d = Draft {
+        sub,
+        plan: &plan,
+        key: "close".into(),
+        from: p.from,
+        to: at,
+        fee_cents: fee,
+        charges,
+        reason: "subscription_terminating",
+    };
     issue(app, c, d).await
 }
 
 impl App {
     pub async fn invoice(&self, id: &str) -> Result<Value, Error> {
         let mut c = self.store.read().await?;
-        let i = store::invoice_by_id(&mut c, id).await?.ok_or(ApiError::Code(Code::InvoiceNotFound))?;
+        let i = store::invoice_by_id(&mut c, id)
+            .await?
+            .ok_or(ApiError::Code(Code::InvoiceNotFound))?;
         Ok(render::invoice(&i))
     }
 
@@ -252,9 +319,13 @@ impl App {
             },
             None => None,
         };
-        let (rows, total) = store::list_invoices(&mut c, customer_id.as_deref(), status, payment_status, page).await?;
-        Ok(json!({"invoices": rows.iter().map(render::invoice).collect::<Vec<_>>(),
-                  "meta": render::meta(page, total)}))
+        let (rows, total) =
+            store::list_invoices(&mut c, customer_id.as_deref(), status, payment_status, page)
+                .await?;
+        Ok(
+            json!({"invoices": rows.iter().map(render::invoice).collect::<Vec<_>>(),
+                  "meta": render::meta(page, total)}),
+        )
     }
 
     async fn change_invoice(
@@ -264,7 +335,9 @@ impl App {
     ) -> Result<Value, Error> {
         let mut tx = self.store.begin().await?;
         let c = tx.conn();
-        let mut i = store::invoice_by_id(c, id).await?.ok_or(ApiError::Code(Code::InvoiceNotFound))?;
+        let mut i = store::invoice_by_id(c, id)
+            .await?
+            .ok_or(ApiError::Code(Code::InvoiceNotFound))?;
         let webhook = f(&mut i)?;
         i.updated_at = now_ms();
         store::update_invoice(c, &i).await?;
@@ -280,10 +353,26 @@ impl App {
     pub async fn finalize_due_drafts(&self, now: i64) -> Result<(), Error> {
         let drafts = {
             let mut c = self.store.read().await?;
-            store::list_invoices(&mut c, None, Some("draft"), None, Page { page: 1, per_page: 1000 }).await?.0
+            store::list_invoices(
+                &mut c,
+                None,
+                Some("draft"),
+                None,
+                Page {
+                    page: 1,
+                    per_page: 1000,
+                },
+            )
+            .await?
+            .0
         };
         for d in drafts {
-            let grace = d.data.get("customer").and_then(|c| c.get("applicable_invoice_grace_period")).and_then(Value::as_i64).unwrap_or(0);
+            let grace = d
+                .data
+                .get("customer")
+                .and_then(|c| c.get("applicable_invoice_grace_period"))
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
             if d.created_at + grace * period::DAY_MS <= now {
                 self.finalize_invoice(&d.lago_id).await?;
             }
@@ -309,7 +398,8 @@ impl App {
                 return Err(ApiError::Code(Code::InvoiceNotVoidable));
             }
             i.status = "voided".into();
-            i.data.insert("voided_at".into(), json!(render::iso(now_ms())));
+            i.data
+                .insert("voided_at".into(), json!(render::iso(now_ms())));
             Ok(Some("invoice.voided"))
         })
         .await
@@ -319,8 +409,16 @@ impl App {
     pub async fn update_invoice(&self, id: &str, m: &Map<String, Value>) -> Result<Value, Error> {
         let status = match m.get("payment_status") {
             None | Some(Value::Null) => None,
-            Some(Value::String(s)) if ["pending", "succeeded", "failed"].contains(&s.as_str()) => Some(s.clone()),
-            Some(_) => return Err(ApiError::Validation(FieldErrors::one("payment_status", "value_is_invalid")).into()),
+            Some(Value::String(s)) if ["pending", "succeeded", "failed"].contains(&s.as_str()) => {
+                Some(s.clone())
+            }
+            Some(_) => {
+                return Err(ApiError::Validation(FieldErrors::one(
+                    "payment_status",
+                    "value_is_invalid",
+                ))
+                .into());
+            }
         };
         let metadata = m.get("metadata").cloned();
         self.change_invoice(id, move |i| {
@@ -330,7 +428,10 @@ impl App {
                     i.payment_status = s.clone();
                     hook = Some("invoice.payment_status_updated");
                     if s == "succeeded" {
-                        i.data.insert("total_paid_amount_cents".into(), json!(i.total_amount_cents));
+                        i.data.insert(
+                            "total_paid_amount_cents".into(),
+                            json!(i.total_amount_cents),
+                        );
                         i.data.insert("total_due_amount_cents".into(), json!(0));
                     }
                 }

@@ -16,6 +16,17 @@
 //! Webhooks are written to a durable outbox in the same transaction as the change, then
 //! delivered by a background task, signed as Lago signs them (HMAC or RS256 JWT).
 //!
+//! Several processes may serve one PostgreSQL schema: writes that must not race (billing a
+//! subscription, creating one) take row locks or meet unique indexes and retry; the
+//! in-memory metric cache falls back to the store on a miss.
+//!
+//! Choices and limits, on purpose: periods and dates are UTC (customer timezones are stored,
+//! not applied); every currency is taken to have two decimals; charge filters and
+//! `pricing_group_keys`, taxes, coupons, wallets, credit notes, minimum commitments,
+//! progressive billing, `plan_overrides` and the `graduated_percentage`/`dynamic`/`custom`
+//! charge models are not implemented; an event whose code has no metric yet is counted but
+//! carries no value; a metric's `field_name` cannot change once it has events.
+//!
 //! What it must not do: read configuration or secrets from the environment (the binary
 //! resolves them into [`Config`]); share tables with another service; call other services
 //! (billing is called, it never calls Press); use floating point for money.
@@ -106,7 +117,11 @@ impl SeedPlan {
     pub fn parse_list(spec: &str) -> Result<Vec<SeedPlan>, String> {
         let mut out = Vec::new();
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let bad = || format!("seed plan '{item}' must look like code=amount_cents[:currency[:included_gb[:per_gb]]]");
+            let bad = || {
+                format!(
+                    "seed plan '{item}' must look like code=amount_cents[:currency[:included_gb[:per_gb]]]"
+                )
+            };
             let (code, rest) = item.split_once('=').ok_or_else(bad)?;
             let mut parts = rest.split(':');
             let amount_cents: i64 = parts.next().ok_or_else(bad)?.parse().map_err(|_| bad())?;
@@ -122,7 +137,14 @@ impl SeedPlan {
                 Some(f) => f.to_uppercase().collect::<String>() + chars.as_str(),
                 None => code.to_string(),
             };
-            out.push(SeedPlan { code: code.into(), name, amount_cents, currency, included_gb, per_gb });
+            out.push(SeedPlan {
+                code: code.into(),
+                name,
+                amount_cents,
+                currency,
+                included_gb,
+                per_gb,
+            });
         }
         Ok(out)
     }
@@ -173,7 +195,8 @@ impl Config {
 }
 
 async fn open(config: &Config) -> Result<Arc<App>, Error> {
-    let store = store::Store::open(&config.database_url, &config.schema, config.max_connections).await?;
+    let store =
+        store::Store::open(&config.database_url, &config.schema, config.max_connections).await?;
     let now = pressoir_core::clock::now_ms();
     let org = {
         let mut c = store.read().await?;
@@ -188,7 +211,11 @@ async fn open(config: &Config) -> Result<Arc<App>, Error> {
             };
             let o = store::Org {
                 lago_id: service::new_id(),
-                hmac_key: config.hmac_key.as_ref().map(|k| k.expose().to_string()).unwrap_or_else(service::new_id),
+                hmac_key: config
+                    .hmac_key
+                    .as_ref()
+                    .map(|k| k.expose().to_string())
+                    .unwrap_or_else(service::new_id),
                 rsa_private_pem: pem,
             };
             let mut tx = store.begin().await?;
@@ -280,11 +307,20 @@ pub async fn app(config: Config, shutdown: Shutdown) -> Result<axum::Router, Err
         use axum::response::IntoResponse;
         proto::ApiError::TooManyRequests.into_response()
     });
-    Ok(ratelimit::apply(router, limiter, ratelimit::key_by_authorization, respond))
+    Ok(ratelimit::apply(
+        router,
+        limiter,
+        ratelimit::key_by_authorization,
+        respond,
+    ))
 }
 
 /// [`app`] served on `listener` until `shutdown`.
-pub async fn run(config: Config, listener: tokio::net::TcpListener, shutdown: Shutdown) -> Result<(), Error> {
+pub async fn run(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), Error> {
     let router = app(config, shutdown.clone()).await?;
     pressoir_core::serve(listener, router, shutdown).await?;
     Ok(())

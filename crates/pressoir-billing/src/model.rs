@@ -87,8 +87,16 @@ impl Metric {
         } else {
             base.map(|b| b.aggregation_type)
         };
-        let description = pick(&mut f, "description", base.and_then(|b| b.description.clone()));
-        let mut field_name = pick(&mut f, "field_name", base.and_then(|b| b.field_name.clone()));
+        let description = pick(
+            &mut f,
+            "description",
+            base.and_then(|b| b.description.clone()),
+        );
+        let mut field_name = pick(
+            &mut f,
+            "field_name",
+            base.and_then(|b| b.field_name.clone()),
+        );
         let recurring = if f.map.contains_key("recurring") {
             f.bool("recurring").unwrap_or(false)
         } else {
@@ -109,14 +117,18 @@ impl Metric {
         } else {
             base.and_then(|b| b.weighted_interval.clone())
         };
-        let expression = pick(&mut f, "expression", base.and_then(|b| b.expression.clone()));
+        let expression = pick(
+            &mut f,
+            "expression",
+            base.and_then(|b| b.expression.clone()),
+        );
         let filters = if f.map.contains_key("filters") {
             let mut out = Vec::new();
             for v in f.array("filters").cloned().unwrap_or_default() {
                 let ok = v.get("key").and_then(Value::as_str).is_some()
-                    && v.get("values").and_then(Value::as_array).is_some_and(|a| {
-                        !a.is_empty() && a.iter().all(Value::is_string)
-                    });
+                    && v.get("values")
+                        .and_then(Value::as_array)
+                        .is_some_and(|a| !a.is_empty() && a.iter().all(Value::is_string));
                 if ok {
                     out.push(json!({"key": v["key"], "values": v["values"]}));
                 } else {
@@ -143,7 +155,10 @@ impl Metric {
                 }
             }
             if recurring
-                && matches!(a, Aggregation::CountAgg | Aggregation::MaxAgg | Aggregation::LatestAgg)
+                && matches!(
+                    a,
+                    Aggregation::CountAgg | Aggregation::MaxAgg | Aggregation::LatestAgg
+                )
             {
                 f.err("recurring", "not_compatible_with_aggregation_type");
             }
@@ -192,7 +207,8 @@ impl Metric {
 pub fn valid_code(c: &str) -> bool {
     !c.is_empty()
         && c.len() <= 255
-        && c.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-' | '.' | ':'))
+        && c.chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-' | '.' | ':'))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -244,10 +260,16 @@ pub struct Range {
 /// A charge model with its parsed properties.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Pricing {
-    Standard { amount: Decimal },
+    Standard {
+        amount: Decimal,
+    },
     Graduated(Vec<Range>),
     Volume(Vec<Range>),
-    Package { amount: Decimal, size: Decimal, free_units: Decimal },
+    Package {
+        amount: Decimal,
+        size: Decimal,
+        free_units: Decimal,
+    },
     Percentage {
         rate: Decimal,
         fixed_amount: Option<Decimal>,
@@ -260,7 +282,12 @@ pub enum Pricing {
 
 pub const CHARGE_MODELS: &[&str] = &["standard", "graduated", "volume", "package", "percentage"];
 
-fn dec_prop(props: &Map<String, Value>, k: &str, e: &mut FieldErrors, required: bool) -> Option<Decimal> {
+fn dec_prop(
+    props: &Map<String, Value>,
+    k: &str,
+    e: &mut FieldErrors,
+    required: bool,
+) -> Option<Decimal> {
     match props.get(k) {
         None | Some(Value::Null) => {
             if required {
@@ -306,7 +333,12 @@ fn parse_ranges(v: Option<&Value>, key: &str, e: &mut FieldErrors) -> Vec<Range>
             (Some(from), Some(flat), Some(per_unit))
                 if flat >= Decimal::ZERO && per_unit >= Decimal::ZERO =>
             {
-                out.push(Range { from, to, flat, per_unit })
+                out.push(Range {
+                    from,
+                    to,
+                    flat,
+                    per_unit,
+                })
             }
             (_, f, p) => {
                 if f.is_none_or(|f| f < Decimal::ZERO) {
@@ -356,9 +388,11 @@ impl Pricing {
                 "graduated_ranges",
                 &mut e,
             )),
-            "volume" => {
-                Pricing::Volume(parse_ranges(props.get("volume_ranges"), "volume_ranges", &mut e))
-            }
+            "volume" => Pricing::Volume(parse_ranges(
+                props.get("volume_ranges"),
+                "volume_ranges",
+                &mut e,
+            )),
             "package" => {
                 let amount = dec_prop(props, "amount", &mut e, true).unwrap_or_default();
                 let size = dec_prop(props, "package_size", &mut e, true).unwrap_or_default();
@@ -366,7 +400,11 @@ impl Pricing {
                     e.add("package_size", "invalid_package_size");
                 }
                 let free_units = dec_prop(props, "free_units", &mut e, false).unwrap_or_default();
-                Pricing::Package { amount, size, free_units }
+                Pricing::Package {
+                    amount,
+                    size,
+                    free_units,
+                }
             }
             "percentage" => {
                 let rate = dec_prop(props, "rate", &mut e, true).unwrap_or_default();
@@ -389,7 +427,9 @@ impl Pricing {
                     dec_prop(props, "per_transaction_max_amount", &mut e, false);
                 let per_transaction_min_amount =
                     dec_prop(props, "per_transaction_min_amount", &mut e, false);
-                if let (Some(mx), Some(mn)) = (per_transaction_max_amount, per_transaction_min_amount) {
+                if let (Some(mx), Some(mn)) =
+                    (per_transaction_max_amount, per_transaction_min_amount)
+                {
                     if mx < mn {
                         e.add("per_transaction_max_amount", "invalid_amount");
                     }
@@ -414,9 +454,16 @@ impl Pricing {
     pub fn needs_per_event_values(&self) -> bool {
         matches!(
             self,
-            Pricing::Percentage { per_transaction_max_amount: Some(_), .. }
-                | Pricing::Percentage { per_transaction_min_amount: Some(_), .. }
-                | Pricing::Percentage { free_units_per_events: Some(_), .. }
+            Pricing::Percentage {
+                per_transaction_max_amount: Some(_),
+                ..
+            } | Pricing::Percentage {
+                per_transaction_min_amount: Some(_),
+                ..
+            } | Pricing::Percentage {
+                free_units_per_events: Some(_),
+                ..
+            }
         )
     }
 }
@@ -439,8 +486,9 @@ pub struct Charge {
 
 impl Charge {
     pub fn pricing(&self) -> Pricing {
-        Pricing::parse(&self.charge_model, &self.properties)
-            .unwrap_or(Pricing::Standard { amount: Decimal::ZERO })
+        Pricing::parse(&self.charge_model, &self.properties).unwrap_or(Pricing::Standard {
+            amount: Decimal::ZERO,
+        })
     }
 }
 
@@ -478,8 +526,16 @@ impl Plan {
         let mut f = Fields::new(m);
         let is_new = base.is_none();
         let sent = |k: &str| m.contains_key(k);
-        let name = if is_new || sent("name") { f.req_str("name") } else { base.map(|b| b.name.clone()) };
-        let code = if is_new || sent("code") { f.req_str("code") } else { base.map(|b| b.code.clone()) };
+        let name = if is_new || sent("name") {
+            f.req_str("name")
+        } else {
+            base.map(|b| b.name.clone())
+        };
+        let code = if is_new || sent("code") {
+            f.req_str("code")
+        } else {
+            base.map(|b| b.code.clone())
+        };
         if code.as_deref().is_some_and(|c| !valid_code(c)) {
             f.err("code", "value_is_invalid");
         }
@@ -536,10 +592,18 @@ impl Plan {
         } else {
             base.map(|b| b.trial_period).unwrap_or_default()
         };
-        let opt = |f: &mut Fields, k: &str, old: Option<String>| if sent(k) { f.str(k) } else { old };
-        let invoice_display_name =
-            opt(&mut f, "invoice_display_name", base.and_then(|b| b.invoice_display_name.clone()));
-        let description = opt(&mut f, "description", base.and_then(|b| b.description.clone()));
+        let opt =
+            |f: &mut Fields, k: &str, old: Option<String>| if sent(k) { f.str(k) } else { old };
+        let invoice_display_name = opt(
+            &mut f,
+            "invoice_display_name",
+            base.and_then(|b| b.invoice_display_name.clone()),
+        );
+        let description = opt(
+            &mut f,
+            "description",
+            base.and_then(|b| b.description.clone()),
+        );
         let bill_charges_monthly = if sent("bill_charges_monthly") {
             f.bool("bill_charges_monthly")
         } else {
@@ -619,7 +683,10 @@ impl Charge {
             }
             m
         };
-        let model = match f.str("charge_model").or_else(|| base.map(|b| b.charge_model.clone())) {
+        let model = match f
+            .str("charge_model")
+            .or_else(|| base.map(|b| b.charge_model.clone()))
+        {
             Some(s) if CHARGE_MODELS.contains(&s.as_str()) => Some(s),
             Some(_) => {
                 f.err("charge_model", "value_is_invalid");
@@ -638,16 +705,26 @@ impl Charge {
             }
             None => base.map(|b| b.properties.clone()).unwrap_or_default(),
         };
-        let pay_in_advance = f.bool("pay_in_advance").or(base.map(|b| b.pay_in_advance)).unwrap_or(false);
-        let invoiceable = f.bool("invoiceable").or(base.map(|b| b.invoiceable)).unwrap_or(true);
-        let prorated = f.bool("prorated").or(base.map(|b| b.prorated)).unwrap_or(false);
+        let pay_in_advance = f
+            .bool("pay_in_advance")
+            .or(base.map(|b| b.pay_in_advance))
+            .unwrap_or(false);
+        let invoiceable = f
+            .bool("invoiceable")
+            .or(base.map(|b| b.invoiceable))
+            .unwrap_or(true);
+        let prorated = f
+            .bool("prorated")
+            .or(base.map(|b| b.prorated))
+            .unwrap_or(false);
         let min_amount_cents = f
             .non_negative_int("min_amount_cents")
             .or(base.map(|b| b.min_amount_cents))
             .unwrap_or(0);
         let code = f.str("code").or_else(|| base.and_then(|b| b.code.clone()));
-        let invoice_display_name =
-            f.str("invoice_display_name").or_else(|| base.and_then(|b| b.invoice_display_name.clone()));
+        let invoice_display_name = f
+            .str("invoice_display_name")
+            .or_else(|| base.and_then(|b| b.invoice_display_name.clone()));
         let regroup_paid_fees = f.str("regroup_paid_fees");
         if let Some(model) = &model {
             if let Err(e) = Pricing::parse(model, &props) {
@@ -729,15 +806,28 @@ mod tests {
 
     #[test]
     fn metric_rules_follow_lago() {
-        assert!(metric("count_agg", None, false).unwrap().field_name.is_none());
-        assert!(metric("count_agg", Some("x"), false).unwrap().field_name.is_none());
+        assert!(
+            metric("count_agg", None, false)
+                .unwrap()
+                .field_name
+                .is_none()
+        );
+        assert!(
+            metric("count_agg", Some("x"), false)
+                .unwrap()
+                .field_name
+                .is_none()
+        );
         assert!(metric("sum_agg", None, false).is_err());
         assert!(metric("sum_agg", Some("x"), true).is_ok());
         assert!(metric("max_agg", Some("x"), true).is_err());
         assert!(metric("latest_agg", Some("x"), true).is_err());
         assert!(metric("nope_agg", Some("x"), false).is_err());
         assert_eq!(
-            metric("weighted_sum_agg", Some("x"), false).unwrap().weighted_interval.as_deref(),
+            metric("weighted_sum_agg", Some("x"), false)
+                .unwrap()
+                .weighted_interval
+                .as_deref(),
             Some("seconds")
         );
     }
@@ -756,7 +846,13 @@ mod tests {
             {"from_value":0,"to_value":null,"flat_amount":"0","per_unit_amount":"1"},
             {"from_value":11,"to_value":null,"flat_amount":"2","per_unit_amount":"0.5"}]});
         assert!(Pricing::parse("volume", open_middle.as_object().unwrap()).is_err());
-        assert!(Pricing::parse("package", json!({"amount":"1","package_size":0}).as_object().unwrap()).is_err());
+        assert!(
+            Pricing::parse(
+                "package",
+                json!({"amount":"1","package_size":0}).as_object().unwrap()
+            )
+            .is_err()
+        );
         assert!(Pricing::parse("standard", json!({"amount":"-1"}).as_object().unwrap()).is_err());
     }
 }

@@ -19,7 +19,11 @@ pub fn amount(p: &Pricing, u: &Usage) -> Decimal {
     let units = u.units;
     match p {
         Pricing::Standard { amount } => units * amount,
-        Pricing::Package { amount, size, free_units } => {
+        Pricing::Package {
+            amount,
+            size,
+            free_units,
+        } => {
             let paid = units - free_units;
             if paid <= Decimal::ZERO || size.is_zero() {
                 return Decimal::ZERO;
@@ -62,7 +66,8 @@ pub fn amount(p: &Pricing, u: &Usage) -> Decimal {
             if units.is_zero() || free_amount > units {
                 return Decimal::ZERO;
             }
-            let bounded = per_transaction_max_amount.is_some() || per_transaction_min_amount.is_some();
+            let bounded =
+                per_transaction_max_amount.is_some() || per_transaction_min_amount.is_some();
             if let (true, Some(values)) = (bounded, &u.values) {
                 // Per transaction: each paid event's percentage plus fixed amount, clamped.
                 let mut remaining_free = free_amount;
@@ -92,7 +97,9 @@ pub fn amount(p: &Pricing, u: &Usage) -> Decimal {
             }
             let percentage = (units - free_amount) * rate / hundred;
             let fixed = match fixed_amount {
-                Some(f) if u.events_count > free_count => Decimal::from(u.events_count - free_count) * f,
+                Some(f) if u.events_count > free_count => {
+                    Decimal::from(u.events_count - free_count) * f
+                }
                 _ => Decimal::ZERO,
             };
             percentage + fixed
@@ -106,7 +113,11 @@ fn graduated(ranges: &[Range], units: Decimal) -> Decimal {
         if !units.is_zero() {
             total += r.flat;
         }
-        let lower = if r.from.is_zero() { Decimal::ONE } else { r.from };
+        let lower = if r.from.is_zero() {
+            Decimal::ONE
+        } else {
+            r.from
+        };
         let in_range = match r.to {
             Some(to) if units >= to => to - lower + Decimal::ONE,
             _ => (units - lower + Decimal::ONE).max(Decimal::ZERO),
@@ -140,7 +151,8 @@ fn volume(ranges: &[Range], units: Decimal) -> Decimal {
 
 /// Currency units to integer cents, rounded half away from zero.
 pub fn to_cents(amount: Decimal) -> i64 {
-    let c = (amount * Decimal::ONE_HUNDRED).round_dp_with_strategy(0, RoundingStrategy::MidpointAwayFromZero);
+    let c = (amount * Decimal::ONE_HUNDRED)
+        .round_dp_with_strategy(0, RoundingStrategy::MidpointAwayFromZero);
     i64::try_from(c.mantissa() / 10i128.pow(c.scale())).unwrap_or(i64::MAX)
 }
 
@@ -159,7 +171,11 @@ pub fn prorate(amount_cents: i64, num: i64, den: i64) -> i64 {
 /// Units as Lago shows them: a plain decimal string without trailing zeros.
 pub fn units_text(d: Decimal) -> String {
     let n = d.normalize();
-    if n.scale() == 0 { format!("{n}.0") } else { n.to_string() }
+    if n.scale() == 0 {
+        format!("{n}.0")
+    } else {
+        n.to_string()
+    }
 }
 
 #[cfg(test)]
@@ -178,7 +194,11 @@ mod tests {
     }
 
     fn u(units: &str) -> Usage {
-        Usage { units: d(units), events_count: 1, values: None }
+        Usage {
+            units: d(units),
+            events_count: 1,
+            values: None,
+        }
     }
 
     #[test]
@@ -192,7 +212,10 @@ mod tests {
 
     #[test]
     fn package_rounds_packages_up() {
-        let p = price("package", json!({"amount":"10","package_size":100,"free_units":10}));
+        let p = price(
+            "package",
+            json!({"amount":"10","package_size":100,"free_units":10}),
+        );
         assert_eq!(amount(&p, &u("10")), d("0"));
         assert_eq!(amount(&p, &u("11")), d("10"));
         assert_eq!(amount(&p, &u("110")), d("10"));
@@ -230,14 +253,32 @@ mod tests {
 
     #[test]
     fn percentage_with_fixed_and_free_units() {
-        let p = price("percentage", json!({"rate":"1.5","fixed_amount":"0.2","free_units_per_total_aggregation":"100"}));
-        let usage = Usage { units: d("1100"), events_count: 4, values: None };
+        let p = price(
+            "percentage",
+            json!({"rate":"1.5","fixed_amount":"0.2","free_units_per_total_aggregation":"100"}),
+        );
+        let usage = Usage {
+            units: d("1100"),
+            events_count: 4,
+            values: None,
+        };
         assert_eq!(amount(&p, &usage), d("15") + d("0.8"));
         let p = price("percentage", json!({"rate":"10","free_units_per_events":2}));
-        let usage = Usage { units: d("60"), events_count: 3, values: Some(vec![d("10"), d("20"), d("30")]) };
+        let usage = Usage {
+            units: d("60"),
+            events_count: 3,
+            values: Some(vec![d("10"), d("20"), d("30")]),
+        };
         assert_eq!(amount(&p, &usage), d("3"));
-        let p = price("percentage", json!({"rate":"10","per_transaction_max_amount":"2","per_transaction_min_amount":"1.5"}));
-        let usage = Usage { units: d("305"), events_count: 3, values: Some(vec![d("5"), d("100"), d("200")]) };
+        let p = price(
+            "percentage",
+            json!({"rate":"10","per_transaction_max_amount":"2","per_transaction_min_amount":"1.5"}),
+        );
+        let usage = Usage {
+            units: d("305"),
+            events_count: 3,
+            values: Some(vec![d("5"), d("100"), d("200")]),
+        };
         assert_eq!(amount(&p, &usage), d("1.5") + d("2") + d("2"));
     }
 

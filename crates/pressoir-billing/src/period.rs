@@ -124,7 +124,11 @@ pub fn containing(interval: Interval, billing: BillingTime, started_at: i64, t: 
             }
         }
     };
-    Period { from: full_from.max(started_at), to, full_from }
+    Period {
+        from: full_from.max(started_at),
+        to,
+        full_from,
+    }
 }
 
 /// ISO date (`2026-12-04`) of a millisecond time.
@@ -150,27 +154,91 @@ mod tests {
         assert_eq!(p.full_from, t("2026-03-01T00:00:00Z"));
         assert_eq!(p.to, t("2026-04-01T00:00:00Z"));
         assert_eq!(p.days(), (17, 31));
-        let p = containing(Interval::Monthly, BillingTime::Calendar, start, t("2026-12-31T23:00:00Z"));
-        assert_eq!((p.from, p.to), (t("2026-12-01T00:00:00Z"), t("2027-01-01T00:00:00Z")));
-        let p = containing(Interval::Quarterly, BillingTime::Calendar, start, t("2026-05-02T00:00:00Z"));
-        assert_eq!((p.from, p.to), (t("2026-04-01T00:00:00Z"), t("2026-07-01T00:00:00Z")));
-        let p = containing(Interval::Yearly, BillingTime::Calendar, start, t("2027-05-02T00:00:00Z"));
-        assert_eq!((p.from, p.to), (t("2027-01-01T00:00:00Z"), t("2028-01-01T00:00:00Z")));
+        let p = containing(
+            Interval::Monthly,
+            BillingTime::Calendar,
+            start,
+            t("2026-12-31T23:00:00Z"),
+        );
+        assert_eq!(
+            (p.from, p.to),
+            (t("2026-12-01T00:00:00Z"), t("2027-01-01T00:00:00Z"))
+        );
+        let p = containing(
+            Interval::Quarterly,
+            BillingTime::Calendar,
+            start,
+            t("2026-05-02T00:00:00Z"),
+        );
+        assert_eq!(
+            (p.from, p.to),
+            (t("2026-04-01T00:00:00Z"), t("2026-07-01T00:00:00Z"))
+        );
+        let p = containing(
+            Interval::Yearly,
+            BillingTime::Calendar,
+            start,
+            t("2027-05-02T00:00:00Z"),
+        );
+        assert_eq!(
+            (p.from, p.to),
+            (t("2027-01-01T00:00:00Z"), t("2028-01-01T00:00:00Z"))
+        );
         // 2026-12-04 is a Friday
-        let p = containing(Interval::Weekly, BillingTime::Calendar, start, t("2026-12-04T12:00:00Z"));
-        assert_eq!((p.from, p.to), (t("2026-11-30T00:00:00Z"), t("2026-12-07T00:00:00Z")));
+        let p = containing(
+            Interval::Weekly,
+            BillingTime::Calendar,
+            start,
+            t("2026-12-04T12:00:00Z"),
+        );
+        assert_eq!(
+            (p.from, p.to),
+            (t("2026-11-30T00:00:00Z"), t("2026-12-07T00:00:00Z"))
+        );
     }
 
     #[test]
     fn anniversary_clamps_to_month_end_and_keeps_the_day() {
         let start = t("2026-01-31T08:00:00Z");
-        let p = containing(Interval::Monthly, BillingTime::Anniversary, start, t("2026-02-15T00:00:00Z"));
-        assert_eq!((p.from, p.to), (t("2026-01-31T08:00:00Z"), t("2026-02-28T00:00:00Z")));
-        let p = containing(Interval::Monthly, BillingTime::Anniversary, start, t("2026-03-01T00:00:00Z"));
-        assert_eq!((p.from, p.to), (t("2026-02-28T00:00:00Z"), t("2026-03-31T00:00:00Z")));
-        let p = containing(Interval::Weekly, BillingTime::Anniversary, start, t("2026-02-10T00:00:00Z"));
-        assert_eq!((p.from, p.to), (t("2026-02-07T00:00:00Z"), t("2026-02-14T00:00:00Z")));
-        let p = containing(Interval::Yearly, BillingTime::Anniversary, start, t("2027-06-01T00:00:00Z"));
-        assert_eq!((p.from, p.to), (t("2027-01-31T00:00:00Z"), t("2028-01-31T00:00:00Z")));
+        let p = containing(
+            Interval::Monthly,
+            BillingTime::Anniversary,
+            start,
+            t("2026-02-15T00:00:00Z"),
+        );
+        assert_eq!(
+            (p.from, p.to),
+            (t("2026-01-31T08:00:00Z"), t("2026-02-28T00:00:00Z"))
+        );
+        let p = containing(
+            Interval::Monthly,
+            BillingTime::Anniversary,
+            start,
+            t("2026-03-01T00:00:00Z"),
+        );
+        assert_eq!(
+            (p.from, p.to),
+            (t("2026-02-28T00:00:00Z"), t("2026-03-31T00:00:00Z"))
+        );
+        let p = containing(
+            Interval::Weekly,
+            BillingTime::Anniversary,
+            start,
+            t("2026-02-10T00:00:00Z"),
+        );
+        assert_eq!(
+            (p.from, p.to),
+            (t("2026-02-07T00:00:00Z"), t("2026-02-14T00:00:00Z"))
+        );
+        let p = containing(
+            Interval::Yearly,
+            BillingTime::Anniversary,
+            start,
+            t("2027-06-01T00:00:00Z"),
+        );
+        assert_eq!(
+            (p.from, p.to),
+            (t("2027-01-31T00:00:00Z"), t("2028-01-31T00:00:00Z"))
+        );
     }
 }

@@ -44,7 +44,9 @@ impl Code {
     fn status(self) -> StatusCode {
         match self {
             Code::NoActiveSubscription => StatusCode::METHOD_NOT_ALLOWED,
-            Code::InvoiceNotVoidable | Code::InvoiceNotFinalizable => StatusCode::METHOD_NOT_ALLOWED,
+            Code::InvoiceNotVoidable | Code::InvoiceNotFinalizable => {
+                StatusCode::METHOD_NOT_ALLOWED
+            }
             _ => StatusCode::NOT_FOUND,
         }
     }
@@ -73,7 +75,11 @@ impl FieldErrors {
     }
 
     pub fn into_result(self) -> Result<(), ApiError> {
-        if self.is_empty() { Ok(()) } else { Err(ApiError::Validation(self)) }
+        if self.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::Validation(self))
+        }
     }
 
     pub fn to_json(&self) -> Value {
@@ -113,13 +119,21 @@ impl ApiError {
                 StatusCode::BAD_REQUEST,
                 json!({"status": 400, "error": format!("BadRequest: {m}")}),
             ),
-            ApiError::Unauthorized => {
-                (StatusCode::UNAUTHORIZED, json!({"status": 401, "error": "Unauthorized"}))
-            }
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                json!({"status": 401, "error": "Unauthorized"}),
+            ),
             ApiError::Code(c) => {
                 let s = c.status();
-                let error = if s == StatusCode::NOT_FOUND { "Not Found" } else { "Method Not Allowed" };
-                (s, json!({"status": s.as_u16(), "error": error, "code": c.as_str()}))
+                let error = if s == StatusCode::NOT_FOUND {
+                    "Not Found"
+                } else {
+                    "Method Not Allowed"
+                };
+                (
+                    s,
+                    json!({"status": s.as_u16(), "error": error, "code": c.as_str()}),
+                )
             }
             ApiError::Validation(f) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -176,10 +190,16 @@ mod tests {
     fn bodies_are_lago_shaped() {
         let (s, b) = ApiError::Code(Code::NoActiveSubscription).body();
         assert_eq!(s, 405);
-        assert_eq!(b, json!({"status":405,"error":"Method Not Allowed","code":"no_active_subscription"}));
+        assert_eq!(
+            b,
+            json!({"status":405,"error":"Method Not Allowed","code":"no_active_subscription"})
+        );
         let (s, b) = ApiError::field("transaction_id", "value_already_exist").body();
         assert_eq!(s, 422);
-        assert_eq!(b["error_details"]["transaction_id"][0], "value_already_exist");
+        assert_eq!(
+            b["error_details"]["transaction_id"][0],
+            "value_already_exist"
+        );
         let (_, b) = ApiError::Internal("secret cause".into()).body();
         assert!(!b.to_string().contains("secret"));
     }

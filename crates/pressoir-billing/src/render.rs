@@ -10,7 +10,8 @@ use time::OffsetDateTime;
 
 /// `2026-12-04T14:32:13Z`, as Lago shows most times.
 pub fn iso(ms: i64) -> String {
-    let t = OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let t = OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
         t.year(),
@@ -47,9 +48,27 @@ pub fn meta(page: Page, total: i64) -> Value {
 }
 
 pub const CUSTOMER_STRINGS: &[&str] = &[
-    "name", "firstname", "lastname", "email", "currency", "country", "address_line1", "address_line2",
-    "city", "state", "zipcode", "phone", "url", "legal_name", "legal_number", "tax_identification_number",
-    "timezone", "customer_type", "finalize_zero_amount_invoice", "billing_entity_code", "logo_url",
+    "name",
+    "firstname",
+    "lastname",
+    "email",
+    "currency",
+    "country",
+    "address_line1",
+    "address_line2",
+    "city",
+    "state",
+    "zipcode",
+    "phone",
+    "url",
+    "legal_name",
+    "legal_number",
+    "tax_identification_number",
+    "timezone",
+    "customer_type",
+    "finalize_zero_amount_invoice",
+    "billing_entity_code",
+    "logo_url",
     "account_type",
 ];
 
@@ -62,8 +81,18 @@ pub fn customer(c: &CustomerRow) -> Value {
     for k in CUSTOMER_STRINGS {
         o.insert((*k).into(), c.data.get(*k).cloned().unwrap_or(Value::Null));
     }
-    o.insert("net_payment_term".into(), c.data.get("net_payment_term").cloned().unwrap_or(Value::Null));
-    let tz = c.data.get("timezone").and_then(Value::as_str).unwrap_or("UTC");
+    o.insert(
+        "net_payment_term".into(),
+        c.data
+            .get("net_payment_term")
+            .cloned()
+            .unwrap_or(Value::Null),
+    );
+    let tz = c
+        .data
+        .get("timezone")
+        .and_then(Value::as_str)
+        .unwrap_or("UTC");
     o.insert("applicable_timezone".into(), json!(tz));
     let mut bc = json!({
         "invoice_grace_period": null, "payment_provider": null, "payment_provider_code": null,
@@ -85,8 +114,14 @@ pub fn customer(c: &CustomerRow) -> Value {
         }
     }
     o.insert("shipping_address".into(), sa);
-    o.insert("metadata".into(), c.data.get("metadata").cloned().unwrap_or(json!([])));
-    o.insert("tax_codes".into(), c.data.get("tax_codes").cloned().unwrap_or(json!([])));
+    o.insert(
+        "metadata".into(),
+        c.data.get("metadata").cloned().unwrap_or(json!([])),
+    );
+    o.insert(
+        "tax_codes".into(),
+        c.data.get("tax_codes").cloned().unwrap_or(json!([])),
+    );
     o.insert("taxes".into(), json!([]));
     o.insert("integration_customers".into(), json!([]));
     o.insert("created_at".into(), json!(iso(c.created_at)));

@@ -50,7 +50,8 @@ fn metric_of(text: &str) -> Result<Metric, Error> {
 fn parse_time(v: &Value) -> Option<i64> {
     match v {
         Value::String(s) => parse_rfc3339_ms(s).or_else(|| {
-            let d = time::Date::parse(s, &time::format_description::well_known::Iso8601::DATE).ok()?;
+            let d =
+                time::Date::parse(s, &time::format_description::well_known::Iso8601::DATE).ok()?;
             Some(d.midnight().assume_utc().unix_timestamp() * 1000)
         }),
         _ => None,
@@ -86,7 +87,10 @@ impl SubView {
         let (cur_from, cur_to) = match (s.status.as_str(), s.started_at) {
             ("active", Some(st)) => {
                 let p = period::containing(self.plan.interval, bt, st, now);
-                (render::iso_opt(Some(p.from)), render::iso_opt(Some(p.to - 1000)))
+                (
+                    render::iso_opt(Some(p.from)),
+                    render::iso_opt(Some(p.to - 1000)),
+                )
             }
             _ => (Value::Null, Value::Null),
         };
@@ -163,7 +167,8 @@ fn customer_fields(m: &Map<String, Value>, errors: &mut FieldErrors) -> Map<Stri
         };
         out.insert((*k).to_string(), v);
     }
-    let s = |out: &Map<String, Value>, k: &str| out.get(k).and_then(Value::as_str).map(str::to_string);
+    let s =
+        |out: &Map<String, Value>, k: &str| out.get(k).and_then(Value::as_str).map(str::to_string);
     if let Some(c) = s(&out, "currency") {
         if !valid_currency(&c) {
             f.err("currency", "value_is_invalid");
@@ -177,10 +182,13 @@ fn customer_fields(m: &Map<String, Value>, errors: &mut FieldErrors) -> Map<Stri
         }
     }
     if let Some(e) = s(&out, "email") {
-        if !e.is_empty() && !e.split(',').all(|p| {
-            let p = p.trim();
-            p.split_once('@').is_some_and(|(a, b)| !a.is_empty() && b.contains('.'))
-        }) {
+        if !e.is_empty()
+            && !e.split(',').all(|p| {
+                let p = p.trim();
+                p.split_once('@')
+                    .is_some_and(|(a, b)| !a.is_empty() && b.contains('.'))
+            })
+        {
             f.err("email", "invalid_email_format");
         }
     }
@@ -217,7 +225,12 @@ fn customer_fields(m: &Map<String, Value>, errors: &mut FieldErrors) -> Map<Stri
         if let Some(g) = b.non_negative_int("invoice_grace_period") {
             o.insert("invoice_grace_period".into(), json!(g));
         }
-        for k in ["payment_provider", "payment_provider_code", "provider_customer_id", "document_locale"] {
+        for k in [
+            "payment_provider",
+            "payment_provider_code",
+            "provider_customer_id",
+            "document_locale",
+        ] {
             if let Some(v) = b.str(k) {
                 o.insert(k.into(), json!(v));
             }
@@ -232,7 +245,14 @@ fn customer_fields(m: &Map<String, Value>, errors: &mut FieldErrors) -> Map<Stri
     }
     if let Some(sa) = f.object("shipping_address") {
         let mut o = Map::new();
-        for k in ["address_line1", "address_line2", "city", "zipcode", "state", "country"] {
+        for k in [
+            "address_line1",
+            "address_line2",
+            "city",
+            "zipcode",
+            "state",
+            "country",
+        ] {
             if let Some(Value::String(v)) = sa.get(k) {
                 o.insert(k.into(), json!(v));
             }
@@ -287,7 +307,13 @@ impl App {
     }
 
     /// Writes `webhook_type` for `object` into the outbox for every endpoint that wants it.
-    pub async fn emit(&self, c: &mut Conn, webhook_type: &str, object_type: &str, object: Value) -> Result<(), Error> {
+    pub async fn emit(
+        &self,
+        c: &mut Conn,
+        webhook_type: &str,
+        object_type: &str,
+        object: Value,
+    ) -> Result<(), Error> {
         // Read inside the transaction every time: another replica may have added one.
         let eps = store::endpoints(c).await?;
         if eps.is_empty() {
@@ -315,7 +341,9 @@ impl App {
 
     pub async fn upsert_customer(&self, m: &Map<String, Value>) -> Result<Value, Error> {
         match self.upsert_customer_once(m).await {
-            Err(Error::Sql(e)) if pressoir_core::db::is_unique_violation(&e) => self.upsert_customer_once(m).await,
+            Err(Error::Sql(e)) if pressoir_core::db::is_unique_violation(&e) => {
+                self.upsert_customer_once(m).await
+            }
             other => other,
         }
     }
@@ -342,7 +370,8 @@ impl App {
                 }
                 row.updated_at = now;
                 store::save_customer(c, &row, false).await?;
-                self.emit(c, "customer.updated", "customer", render::customer(&row)).await?;
+                self.emit(c, "customer.updated", "customer", render::customer(&row))
+                    .await?;
                 row
             }
             None => {
@@ -374,7 +403,8 @@ impl App {
         // A unique violation here is a concurrent create of the same customer: callers run
         // again and find it.
         store::save_customer(c, &row, true).await?;
-        self.emit(c, "customer.created", "customer", render::customer(&row)).await?;
+        self.emit(c, "customer.created", "customer", render::customer(&row))
+            .await?;
         Ok(row)
     }
 
@@ -389,8 +419,10 @@ impl App {
     pub async fn customers(&self, external_id: Option<&str>, page: Page) -> Result<Value, Error> {
         let mut c = self.store.read().await?;
         let (rows, total) = store::list_customers(&mut c, external_id, page).await?;
-        Ok(json!({"customers": rows.iter().map(render::customer).collect::<Vec<_>>(),
-                  "meta": render::meta(page, total)}))
+        Ok(
+            json!({"customers": rows.iter().map(render::customer).collect::<Vec<_>>(),
+                  "meta": render::meta(page, total)}),
+        )
     }
 
     pub async fn delete_customer(&self, external_id: &str) -> Result<Value, Error> {
@@ -422,14 +454,23 @@ impl App {
         let metric = Metric::from_input(m, None, new_id(), now)?;
         let mut tx = self.store.begin().await?;
         let c = tx.conn();
-        if store::doc_by_code(c, Doc::Metric, &metric.code).await?.is_some() {
+        if store::doc_by_code(c, Doc::Metric, &metric.code)
+            .await?
+            .is_some()
+        {
             return Err(ApiError::field("code", "value_already_exist").into());
         }
         let text = serde_json::to_string(&metric).map_err(|e| Error::Corrupt(e.to_string()))?;
         store::insert_doc(c, Doc::Metric, &metric.lago_id, &metric.code, &text, now)
             .await
             .map_err(unique_as("code"))?;
-        self.emit(c, "billable_metric.created", "billable_metric", render::metric(&metric)).await?;
+        self.emit(
+            c,
+            "billable_metric.created",
+            "billable_metric",
+            render::metric(&metric),
+        )
+        .await?;
         tx.commit().await?;
         self.reload_metrics().await?;
         self.webhook_wake.notify_one();
@@ -451,7 +492,10 @@ impl App {
     pub async fn metrics(&self, page: Page) -> Result<Value, Error> {
         let mut c = self.store.read().await?;
         let (rows, total) = store::list_docs(&mut c, Doc::Metric, page).await?;
-        let items = rows.iter().map(|t| metric_of(t).map(|m| render::metric(&m))).collect::<Result<Vec<_>, _>>()?;
+        let items = rows
+            .iter()
+            .map(|t| metric_of(t).map(|m| render::metric(&m)))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(json!({"billable_metrics": items, "meta": render::meta(page, total)}))
     }
 
@@ -460,23 +504,51 @@ impl App {
         let c = tx.conn();
         let old = self.metric_doc(c, code).await?;
         let new = Metric::from_input(m, Some(&old), old.lago_id.clone(), now_ms())?;
-        if new.code != old.code && store::doc_by_code(c, Doc::Metric, &new.code).await?.is_some() {
+        if new.code != old.code
+            && store::doc_by_code(c, Doc::Metric, &new.code)
+                .await?
+                .is_some()
+        {
             return Err(ApiError::field("code", "value_already_exist").into());
         }
         if new.field_name != old.field_name || new.code != old.code {
             // Stored event values were extracted with the old field; keep them exact by
             // refusing rather than silently re-reading a million events.
-            if new.field_name != old.field_name && old.field_name.is_some() && new.field_name.is_some() {
+            if new.field_name != old.field_name
+                && old.field_name.is_some()
+                && new.field_name.is_some()
+            {
                 // allowed only while no event has been received for this metric
-                let (evs, _) = store::list_events(c, Some(&old.code), None, None, None, Page { page: 1, per_page: 1 }).await?;
+                let (evs, _) = store::list_events(
+                    c,
+                    Some(&old.code),
+                    None,
+                    None,
+                    None,
+                    Page {
+                        page: 1,
+                        per_page: 1,
+                    },
+                )
+                .await?;
                 if !evs.is_empty() {
-                    return Err(ApiError::field("field_name", "value_already_exist_with_events").into());
+                    return Err(
+                        ApiError::field("field_name", "value_already_exist_with_events").into(),
+                    );
                 }
             }
         }
         let text = serde_json::to_string(&new).map_err(|e| Error::Corrupt(e.to_string()))?;
-        store::update_doc(c, Doc::Metric, &new.lago_id, &new.code, &text).await.map_err(unique_as("code"))?;
-        self.emit(c, "billable_metric.updated", "billable_metric", render::metric(&new)).await?;
+        store::update_doc(c, Doc::Metric, &new.lago_id, &new.code, &text)
+            .await
+            .map_err(unique_as("code"))?;
+        self.emit(
+            c,
+            "billable_metric.updated",
+            "billable_metric",
+            render::metric(&new),
+        )
+        .await?;
         tx.commit().await?;
         self.reload_metrics().await?;
         self.webhook_wake.notify_one();
@@ -498,7 +570,13 @@ impl App {
                 store::update_doc(c, Doc::Plan, &p.lago_id, &p.code, &text).await?;
             }
         }
-        self.emit(c, "billable_metric.deleted", "billable_metric", render::metric(&m)).await?;
+        self.emit(
+            c,
+            "billable_metric.deleted",
+            "billable_metric",
+            render::metric(&m),
+        )
+        .await?;
         tx.commit().await?;
         self.reload_metrics().await?;
         self.webhook_wake.notify_one();
@@ -507,7 +585,11 @@ impl App {
 
     // ---- plans ----
 
-    async fn metrics_by_id(&self, c: &mut Conn, p: &Plan) -> Result<HashMap<String, Metric>, Error> {
+    async fn metrics_by_id(
+        &self,
+        c: &mut Conn,
+        p: &Plan,
+    ) -> Result<HashMap<String, Metric>, Error> {
         let mut out = HashMap::new();
         for ch in &p.charges {
             if out.contains_key(&ch.billable_metric_id) {
@@ -522,10 +604,17 @@ impl App {
     }
 
     async fn plan_input(&self, m: &Map<String, Value>, base: Option<&Plan>) -> Result<Plan, Error> {
-        let live: Vec<Metric> = self.metrics.read().map(|g| g.values().cloned().collect()).unwrap_or_default();
+        let live: Vec<Metric> = self
+            .metrics
+            .read()
+            .map(|g| g.values().cloned().collect())
+            .unwrap_or_default();
         let lookup = |id: Option<&str>, code: Option<&str>| -> Option<Metric> {
             live.iter()
-                .find(|mm| id.is_some_and(|i| i == mm.lago_id) || (id.is_none() && code.is_some_and(|c| c == mm.code)))
+                .find(|mm| {
+                    id.is_some_and(|i| i == mm.lago_id)
+                        || (id.is_none() && code.is_some_and(|c| c == mm.code))
+                })
                 .cloned()
         };
         let mut ids = new_id;
@@ -536,13 +625,23 @@ impl App {
         let plan = self.plan_input(m, None).await?;
         let mut tx = self.store.begin().await?;
         let c = tx.conn();
-        if store::doc_by_code(c, Doc::Plan, &plan.code).await?.is_some() {
+        if store::doc_by_code(c, Doc::Plan, &plan.code)
+            .await?
+            .is_some()
+        {
             return Err(ApiError::field("code", "value_already_exist").into());
         }
         let text = serde_json::to_string(&plan).map_err(|e| Error::Corrupt(e.to_string()))?;
-        store::insert_doc(c, Doc::Plan, &plan.lago_id, &plan.code, &text, plan.created_at)
-            .await
-            .map_err(unique_as("code"))?;
+        store::insert_doc(
+            c,
+            Doc::Plan,
+            &plan.lago_id,
+            &plan.code,
+            &text,
+            plan.created_at,
+        )
+        .await
+        .map_err(unique_as("code"))?;
         let metrics = self.metrics_by_id(c, &plan).await?;
         let body = render::plan(&plan, &metrics);
         self.emit(c, "plan.created", "plan", body.clone()).await?;
@@ -552,12 +651,16 @@ impl App {
     }
 
     async fn plan_doc(&self, c: &mut Conn, code: &str) -> Result<Plan, Error> {
-        let t = store::doc_by_code(c, Doc::Plan, code).await?.ok_or(ApiError::Code(Code::PlanNotFound))?;
+        let t = store::doc_by_code(c, Doc::Plan, code)
+            .await?
+            .ok_or(ApiError::Code(Code::PlanNotFound))?;
         plan_of(&t)
     }
 
     async fn plan_by_id(&self, c: &mut Conn, id: &str) -> Result<Plan, Error> {
-        let t = store::doc_by_id(c, Doc::Plan, id).await?.ok_or(ApiError::Code(Code::PlanNotFound))?;
+        let t = store::doc_by_id(c, Doc::Plan, id)
+            .await?
+            .ok_or(ApiError::Code(Code::PlanNotFound))?;
         plan_of(&t)
     }
 
@@ -592,7 +695,9 @@ impl App {
             return Err(ApiError::field("code", "value_already_exist").into());
         }
         let text = serde_json::to_string(&new).map_err(|e| Error::Corrupt(e.to_string()))?;
-        store::update_doc(c, Doc::Plan, &new.lago_id, &new.code, &text).await.map_err(unique_as("code"))?;
+        store::update_doc(c, Doc::Plan, &new.lago_id, &new.code, &text)
+            .await
+            .map_err(unique_as("code"))?;
         let metrics = self.metrics_by_id(c, &new).await?;
         let body = render::plan(&new, &metrics);
         self.emit(c, "plan.updated", "plan", body.clone()).await?;
@@ -642,11 +747,20 @@ impl App {
         if sub.status == "active" {
             for s in store::subs_by_external(c, &sub.external_id).await? {
                 if s.status == "pending" && s.previous_id.as_deref() == Some(&sub.lago_id) {
-                    next = Some((self.plan_by_id(c, &s.plan_id).await?.code, s.subscription_at));
+                    next = Some((
+                        self.plan_by_id(c, &s.plan_id).await?.code,
+                        s.subscription_at,
+                    ));
                 }
             }
         }
-        Ok(SubView { sub, plan, customer_external_id, previous_plan_code, next })
+        Ok(SubView {
+            sub,
+            plan,
+            customer_external_id,
+            previous_plan_code,
+            next,
+        })
     }
 
     async fn sub_json(&self, c: &mut Conn, sub: SubRow) -> Result<Value, Error> {
@@ -658,7 +772,9 @@ impl App {
     /// runs again and finds the winner's subscription, so the call stays idempotent.
     pub async fn create_subscription(&self, m: &Map<String, Value>) -> Result<Value, Error> {
         match self.create_subscription_once(m).await {
-            Err(Error::Sql(e)) if pressoir_core::db::is_unique_violation(&e) => self.create_subscription_once(m).await,
+            Err(Error::Sql(e)) if pressoir_core::db::is_unique_violation(&e) => {
+                self.create_subscription_once(m).await
+            }
             other => other,
         }
     }
@@ -669,7 +785,9 @@ impl App {
         let plan_code = f.req_str("plan_code");
         let external_id = f.req_str("external_id");
         let name = f.str("name");
-        let billing_time = f.one_of("billing_time", &["calendar", "anniversary"]).unwrap_or_else(|| "calendar".into());
+        let billing_time = f
+            .one_of("billing_time", &["calendar", "anniversary"])
+            .unwrap_or_else(|| "calendar".into());
         let subscription_at = match f.get("subscription_at") {
             None => None,
             Some(v) => match parse_time(v) {
@@ -691,8 +809,11 @@ impl App {
             },
         };
         f.finish()?;
-        let (ext_customer, plan_code, external_id) =
-            (ext_customer.unwrap_or_default(), plan_code.unwrap_or_default(), external_id.unwrap_or_default());
+        let (ext_customer, plan_code, external_id) = (
+            ext_customer.unwrap_or_default(),
+            plan_code.unwrap_or_default(),
+            external_id.unwrap_or_default(),
+        );
         let now = now_ms();
         if ending_at.is_some_and(|e| e <= subscription_at.unwrap_or(now)) {
             return Err(ApiError::field("ending_at", "invalid_date").into());
@@ -702,13 +823,20 @@ impl App {
         let plan = self.plan_doc(c, &plan_code).await?;
         let customer = match store::customer_by_external(c, &ext_customer).await? {
             Some(r) => r,
-            None => self.create_customer(c, &ext_customer, Map::new(), now).await?,
+            None => {
+                self.create_customer(c, &ext_customer, Map::new(), now)
+                    .await?
+            }
         };
         let existing = store::subs_by_external(c, &external_id).await?;
         let current = existing
             .iter()
             .find(|s| s.status == "active")
-            .or_else(|| existing.iter().find(|s| s.status == "pending" && s.previous_id.is_none()))
+            .or_else(|| {
+                existing
+                    .iter()
+                    .find(|s| s.status == "pending" && s.previous_id.is_none())
+            })
             .cloned();
         let result = match current {
             Some(cur) if cur.customer_id != customer.lago_id => {
@@ -732,7 +860,9 @@ impl App {
             Some(cur) => {
                 let old_plan = self.plan_by_id(c, &cur.plan_id).await?;
                 let upgrade = plan.amount_cents.saturating_mul(plan.interval.per_year())
-                    >= old_plan.amount_cents.saturating_mul(old_plan.interval.per_year());
+                    >= old_plan
+                        .amount_cents
+                        .saturating_mul(old_plan.interval.per_year());
                 if upgrade {
                     let cur_id = cur.lago_id.clone();
                     let bt = cur.billing_time.clone();
@@ -762,7 +892,8 @@ impl App {
                     };
                     store::save_sub(c, &new).await?;
                     let body = self.sub_json(c, new.clone()).await?;
-                    self.emit(c, "subscription.started", "subscription", body).await?;
+                    self.emit(c, "subscription.started", "subscription", body)
+                        .await?;
                     self.bill(c, new.clone(), now).await?;
                     new
                 } else {
@@ -771,7 +902,9 @@ impl App {
                     let end = period::containing(old_plan.interval, bt, st, now).to;
                     let pending = existing
                         .iter()
-                        .find(|s| s.status == "pending" && s.previous_id.as_deref() == Some(&cur.lago_id))
+                        .find(|s| {
+                            s.status == "pending" && s.previous_id.as_deref() == Some(&cur.lago_id)
+                        })
                         .cloned();
                     let mut next = pending.unwrap_or(SubRow {
                         lago_id: new_id(),
@@ -795,7 +928,8 @@ impl App {
                     next.updated_at = now;
                     store::save_sub(c, &next).await?;
                     let body = self.sub_json(c, cur.clone()).await?;
-                    self.emit(c, "subscription.updated", "subscription", body).await?;
+                    self.emit(c, "subscription.updated", "subscription", body)
+                        .await?;
                     cur
                 }
             }
@@ -823,7 +957,8 @@ impl App {
                 store::save_sub(c, &s).await?;
                 if active {
                     let body = self.sub_json(c, s.clone()).await?;
-                    self.emit(c, "subscription.started", "subscription", body).await?;
+                    self.emit(c, "subscription.started", "subscription", body)
+                        .await?;
                     self.bill(c, s.clone(), now).await?;
                 }
                 store::sub_by_id(c, &s.lago_id).await?.unwrap_or(s)
@@ -849,7 +984,8 @@ impl App {
         sub.updated_at = now_ms();
         store::save_sub(c, &sub).await?;
         let body = self.sub_json(c, sub).await?;
-        self.emit(c, "subscription.terminated", "subscription", body).await?;
+        self.emit(c, "subscription.terminated", "subscription", body)
+            .await?;
         Ok(())
     }
 
@@ -859,7 +995,8 @@ impl App {
         sub.updated_at = at;
         store::save_sub(c, &sub).await?;
         let body = self.sub_json(c, sub).await?;
-        self.emit(c, "subscription.canceled", "subscription", body).await?;
+        self.emit(c, "subscription.canceled", "subscription", body)
+            .await?;
         Ok(())
     }
 
@@ -873,7 +1010,8 @@ impl App {
                 sub.updated_at = now;
                 store::save_sub(c, &sub).await?;
                 let body = self.sub_json(c, sub.clone()).await?;
-                self.emit(c, "subscription.started", "subscription", body).await?;
+                self.emit(c, "subscription.started", "subscription", body)
+                    .await?;
             } else {
                 return Ok(sub);
             }
@@ -914,14 +1052,16 @@ impl App {
                 sub.terminated_at = Some(p.to);
                 store::save_sub(c, &sub).await?;
                 let body = self.sub_json(c, sub.clone()).await?;
-                self.emit(c, "subscription.terminated", "subscription", body).await?;
+                self.emit(c, "subscription.terminated", "subscription", body)
+                    .await?;
                 next.status = "active".into();
                 next.subscription_at = p.to;
                 next.started_at = Some(p.to);
                 next.updated_at = now;
                 store::save_sub(c, &next).await?;
                 let body = self.sub_json(c, next.clone()).await?;
-                self.emit(c, "subscription.started", "subscription", body).await?;
+                self.emit(c, "subscription.started", "subscription", body)
+                    .await?;
                 return Box::pin(self.bill(c, next, now)).await;
             }
         }
@@ -955,7 +1095,10 @@ impl App {
             let mut tx = self.store.begin().await?;
             let c = tx.conn();
             // Re-read inside the transaction: another writer may have moved it.
-            let Some(fresh) = store::sub_for_update(c, self.store.backend(), &s.lago_id).await? else { continue };
+            let Some(fresh) = store::sub_for_update(c, self.store.backend(), &s.lago_id).await?
+            else {
+                continue;
+            };
             if !matches!(fresh.status.as_str(), "active" | "pending") {
                 continue;
             }
@@ -966,7 +1109,11 @@ impl App {
         Ok(())
     }
 
-    pub async fn subscription(&self, external_id: &str, status: Option<&str>) -> Result<Value, Error> {
+    pub async fn subscription(
+        &self,
+        external_id: &str,
+        status: Option<&str>,
+    ) -> Result<Value, Error> {
         let mut c = self.store.read().await?;
         let subs = store::subs_by_external(&mut c, external_id).await?;
         let s = pick_sub(subs, status).ok_or(ApiError::Code(Code::SubscriptionNotFound))?;
@@ -998,10 +1145,20 @@ impl App {
         let statuses: Vec<String> = if statuses.is_empty() {
             vec!["active".into()]
         } else {
-            statuses.iter().filter(|s| SUB_STATUSES.contains(&s.as_str())).cloned().collect()
+            statuses
+                .iter()
+                .filter(|s| SUB_STATUSES.contains(&s.as_str()))
+                .cloned()
+                .collect()
         };
-        let (rows, total) =
-            store::list_subs(&mut c, customer_id.as_deref(), plan_id.as_deref(), &statuses, page).await?;
+        let (rows, total) = store::list_subs(
+            &mut c,
+            customer_id.as_deref(),
+            plan_id.as_deref(),
+            &statuses,
+            page,
+        )
+        .await?;
         let mut items = Vec::new();
         for r in rows {
             items.push(self.sub_json(&mut c, r).await?);
@@ -1011,7 +1168,11 @@ impl App {
 
     /// `DELETE /subscriptions/{id}`: terminates the active one, or with `status=pending`
     /// cancels the pending one.
-    pub async fn terminate_subscription(&self, external_id: &str, status: Option<&str>) -> Result<Value, Error> {
+    pub async fn terminate_subscription(
+        &self,
+        external_id: &str,
+        status: Option<&str>,
+    ) -> Result<Value, Error> {
         let mut tx = self.store.begin().await?;
         let c = tx.conn();
         let subs = store::subs_by_external(c, external_id).await?;
@@ -1032,7 +1193,9 @@ impl App {
             }
             self.terminate(c, s, now).await?;
         }
-        let s = store::sub_by_id(c, &id).await?.ok_or(ApiError::Code(Code::SubscriptionNotFound))?;
+        let s = store::sub_by_id(c, &id)
+            .await?
+            .ok_or(ApiError::Code(Code::SubscriptionNotFound))?;
         let body = self.sub_json(c, s).await?;
         tx.commit().await?;
         self.webhook_wake.notify_one();
@@ -1040,7 +1203,11 @@ impl App {
     }
 
     /// `PUT /subscriptions/{id}`: name and ending_at.
-    pub async fn update_subscription(&self, external_id: &str, m: &Map<String, Value>) -> Result<Value, Error> {
+    pub async fn update_subscription(
+        &self,
+        external_id: &str,
+        m: &Map<String, Value>,
+    ) -> Result<Value, Error> {
         let mut f = Fields::new(m);
         let name = f.str("name");
         let ending_at = match f.get("ending_at") {
@@ -1067,7 +1234,8 @@ impl App {
         s.updated_at = now_ms();
         store::save_sub(c, &s).await?;
         let body = self.sub_json(c, s).await?;
-        self.emit(c, "subscription.updated", "subscription", body.clone()).await?;
+        self.emit(c, "subscription.updated", "subscription", body.clone())
+            .await?;
         tx.commit().await?;
         self.webhook_wake.notify_one();
         Ok(body)
@@ -1075,7 +1243,11 @@ impl App {
 
     // ---- events ----
 
-    fn event_row(&self, m: &Map<String, Value>, now: i64) -> Result<(EventRow, Value), FieldErrors> {
+    fn event_row(
+        &self,
+        m: &Map<String, Value>,
+        now: i64,
+    ) -> Result<(EventRow, Value), FieldErrors> {
         let mut f = Fields::new(m);
         let transaction_id = f.req_str("transaction_id");
         let ext_sub = f.req_str("external_subscription_id");
@@ -1113,7 +1285,11 @@ impl App {
         }
         let code = code.unwrap_or_default();
         let (mut value, mut value_text) = (None, None);
-        let field_name = self.metrics.read().ok().and_then(|g| g.get(&code).and_then(|m| m.field_name.clone()));
+        let field_name = self
+            .metrics
+            .read()
+            .ok()
+            .and_then(|g| g.get(&code).and_then(|m| m.field_name.clone()));
         {
             if let Some(field) = &field_name {
                 match properties.get(field) {
@@ -1146,9 +1322,15 @@ impl App {
 
     /// Makes sure the metric cache knows every code in `items` that the store knows (a metric
     /// created through another replica), and that the endpoints flag is fresh.
-    async fn refresh_for_ingest(&self, items: &[&Map<String, Value>], now: i64) -> Result<(), Error> {
+    async fn refresh_for_ingest(
+        &self,
+        items: &[&Map<String, Value>],
+        now: i64,
+    ) -> Result<(), Error> {
         let missing: Vec<String> = {
-            let Ok(cache) = self.metrics.read() else { return Ok(()) };
+            let Ok(cache) = self.metrics.read() else {
+                return Ok(());
+            };
             let mut m: Vec<String> = items
                 .iter()
                 .filter_map(|i| i.get("code").and_then(Value::as_str))
@@ -1182,7 +1364,11 @@ impl App {
 
     /// Ingests events, all or nothing. Duplicates of (external_subscription_id,
     /// transaction_id) are refused with `value_already_exist` and never counted.
-    pub async fn ingest(&self, items: &[&Map<String, Value>], batch: bool) -> Result<Vec<Value>, Error> {
+    pub async fn ingest(
+        &self,
+        items: &[&Map<String, Value>],
+        batch: bool,
+    ) -> Result<Vec<Value>, Error> {
         let now = now_ms();
         self.refresh_for_ingest(items, now).await?;
         let mut rows = Vec::with_capacity(items.len());
@@ -1203,7 +1389,9 @@ impl App {
             if batch {
                 Error::Api(ApiError::BatchValidation(errors))
             } else {
-                Error::Api(ApiError::Validation(errors.into_values().next().unwrap_or_default()))
+                Error::Api(ApiError::Validation(
+                    errors.into_values().next().unwrap_or_default(),
+                ))
             }
         };
         if !errors.is_empty() {
@@ -1227,7 +1415,9 @@ impl App {
                     let id = pick_sub(subs, None).map(|s| s.lago_id);
                     sub_ids.insert(r.external_subscription_id.clone(), id);
                 }
-                let missing_sub = sub_ids.get(&r.external_subscription_id).is_none_or(|s| s.is_none());
+                let missing_sub = sub_ids
+                    .get(&r.external_subscription_id)
+                    .is_none_or(|s| s.is_none());
                 let unknown_code = self.metric_by_code(&r.code).is_none();
                 if missing_sub || unknown_code {
                     let message = if unknown_code {
@@ -1264,7 +1454,11 @@ impl App {
         let e = store::event_by_transaction(&mut c, transaction_id)
             .await?
             .ok_or(ApiError::Code(Code::EventNotFound))?;
-        let sid = pick_sub(store::subs_by_external(&mut c, &e.external_subscription_id).await?, None).map(|s| s.lago_id);
+        let sid = pick_sub(
+            store::subs_by_external(&mut c, &e.external_subscription_id).await?,
+            None,
+        )
+        .map(|s| s.lago_id);
         Ok(render::event(&e, sid.as_deref()))
     }
 
@@ -1278,8 +1472,10 @@ impl App {
     ) -> Result<Value, Error> {
         let mut c = self.store.read().await?;
         let (rows, total) = store::list_events(&mut c, code, ext_sub, from, to, page).await?;
-        Ok(json!({"events": rows.iter().map(|e| render::event(e, None)).collect::<Vec<_>>(),
-                  "meta": render::meta(page, total)}))
+        Ok(
+            json!({"events": rows.iter().map(|e| render::event(e, None)).collect::<Vec<_>>(),
+                  "meta": render::meta(page, total)}),
+        )
     }
 
     // ---- usage ----
@@ -1296,7 +1492,9 @@ impl App {
         let metrics = self.metrics_by_id(c, plan).await?;
         let mut out = Vec::new();
         for ch in &plan.charges {
-            let Some(metric) = metrics.get(&ch.billable_metric_id).cloned() else { continue };
+            let Some(metric) = metrics.get(&ch.billable_metric_id).cloned() else {
+                continue;
+            };
             let pricing = ch.pricing();
             let code = metric.code.clone();
             let period_agg: Agg = store::agg(c, ext_sub, &code, from, to).await?;
@@ -1310,7 +1508,11 @@ impl App {
                             let remove = props.contains("operation_type")
                                 && serde_json::from_str::<Value>(&props)
                                     .ok()
-                                    .and_then(|p| p.get("operation_type").and_then(Value::as_str).map(|s| s == "remove"))
+                                    .and_then(|p| {
+                                        p.get("operation_type")
+                                            .and_then(Value::as_str)
+                                            .map(|s| s == "remove")
+                                    })
                                     .unwrap_or(false);
                             text.map(|t| (t, remove))
                         })
@@ -1319,25 +1521,42 @@ impl App {
                 }
                 Aggregation::WeightedSumAgg => {
                     let initial = if metric.recurring {
-                        aggregate::from_fixed(store::agg(c, ext_sub, &code, i64::MIN, from).await?.value_sum)
+                        aggregate::from_fixed(
+                            store::agg(c, ext_sub, &code, i64::MIN, from)
+                                .await?
+                                .value_sum,
+                        )
                     } else {
                         Decimal::ZERO
                     };
                     let rows = store::raw_values(c, ext_sub, &code, from, to).await?;
-                    let vals: Vec<(i64, i64)> = rows.iter().filter_map(|(t, v, _, _)| v.map(|v| (*t, v))).collect();
+                    let vals: Vec<(i64, i64)> = rows
+                        .iter()
+                        .filter_map(|(t, v, _, _)| v.map(|v| (*t, v)))
+                        .collect();
                     aggregate::weighted_sum(initial, &vals, from, to)
                 }
-                a if metric.recurring => store::agg(c, ext_sub, &code, i64::MIN, to).await?.units(a),
+                a if metric.recurring => {
+                    store::agg(c, ext_sub, &code, i64::MIN, to).await?.units(a)
+                }
                 a => period_agg.units(a),
             };
             let units = metric.round_units(units);
             let values = if pricing.needs_per_event_values() {
                 let rows = store::raw_values(c, ext_sub, &code, from, to).await?;
-                Some(rows.iter().filter_map(|(_, v, _, _)| v.map(aggregate::from_fixed)).collect())
+                Some(
+                    rows.iter()
+                        .filter_map(|(_, v, _, _)| v.map(aggregate::from_fixed))
+                        .collect(),
+                )
             } else {
                 None
             };
-            let usage = Usage { units, events_count: period_agg.events_count, values };
+            let usage = Usage {
+                units,
+                events_count: period_agg.events_count,
+                values,
+            };
             let precise = money::amount(&pricing, &usage);
             out.push(ChargeFee {
                 charge: ch.clone(),
@@ -1351,7 +1570,11 @@ impl App {
         Ok(out)
     }
 
-    pub async fn current_usage(&self, external_customer_id: &str, external_subscription_id: Option<&str>) -> Result<Value, Error> {
+    pub async fn current_usage(
+        &self,
+        external_customer_id: &str,
+        external_subscription_id: Option<&str>,
+    ) -> Result<Value, Error> {
         let mut c = self.store.read().await?;
         let customer = store::customer_by_external(&mut c, external_customer_id)
             .await?
@@ -1369,7 +1592,9 @@ impl App {
         let started = sub.started_at.unwrap_or(sub.subscription_at);
         let now = now_ms();
         let p: Period = period::containing(plan.interval, bt, started, now);
-        let fees = self.charge_fees(&mut c, ext_sub, &plan, p.from, p.to).await?;
+        let fees = self
+            .charge_fees(&mut c, ext_sub, &plan, p.from, p.to)
+            .await?;
         let currency = plan.amount_currency.clone();
         let total: i64 = fees.iter().map(|f| f.amount_cents).sum();
         let lines: Vec<Value> = fees
@@ -1432,7 +1657,6 @@ fn unique_as(field: &'static str) -> impl Fn(Error) -> Error {
 pub fn check_seed(code: &str, currency: &str) -> bool {
     valid_code(code) && valid_currency(currency)
 }
-
 
 /// The plan a subscription points at, deleted or not (for the invoice module).
 pub async fn plan_by_id_pub(app: &App, c: &mut Conn, id: &str) -> Result<Plan, Error> {

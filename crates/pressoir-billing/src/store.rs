@@ -228,20 +228,31 @@ fn customer_row(r: &AnyRow) -> CustomerRow {
 }
 
 pub async fn customer_by_external(c: &mut Conn, ext: &str) -> Result<Option<CustomerRow>, Error> {
-    let q = format!("SELECT {CUSTOMER_COLS} FROM customers WHERE external_id = $1 AND deleted_at IS NULL");
-    Ok(sqlx::query(&q).bind(ext).fetch_optional(&mut *c).await?.map(|r| customer_row(&r)))
+    let q = format!(
+        "SELECT {CUSTOMER_COLS} FROM customers WHERE external_id = $1 AND deleted_at IS NULL"
+    );
+    Ok(sqlx::query(&q)
+        .bind(ext)
+        .fetch_optional(&mut *c)
+        .await?
+        .map(|r| customer_row(&r)))
 }
 
 pub async fn customer_by_id(c: &mut Conn, id: &str) -> Result<Option<CustomerRow>, Error> {
     let q = format!("SELECT {CUSTOMER_COLS} FROM customers WHERE lago_id = $1");
-    Ok(sqlx::query(&q).bind(id).fetch_optional(&mut *c).await?.map(|r| customer_row(&r)))
+    Ok(sqlx::query(&q)
+        .bind(id)
+        .fetch_optional(&mut *c)
+        .await?
+        .map(|r| customer_row(&r)))
 }
 
 pub async fn next_customer_seq(c: &mut Conn) -> Result<i64, Error> {
-    let n: i64 = sqlx::query("SELECT CAST(COALESCE(MAX(sequential_id), 0) AS BIGINT) FROM customers")
-        .fetch_one(&mut *c)
-        .await?
-        .get(0);
+    let n: i64 =
+        sqlx::query("SELECT CAST(COALESCE(MAX(sequential_id), 0) AS BIGINT) FROM customers")
+            .fetch_one(&mut *c)
+            .await?
+            .get(0);
     Ok(n + 1)
 }
 
@@ -261,13 +272,15 @@ pub async fn save_customer(c: &mut Conn, row: &CustomerRow, insert: bool) -> Res
         .execute(&mut *c)
         .await?;
     } else {
-        sqlx::query("UPDATE customers SET data = $2, updated_at = $3, deleted_at = $4 WHERE lago_id = $1")
-            .bind(&row.lago_id)
-            .bind(text(&row.data))
-            .bind(row.updated_at)
-            .bind(row.deleted_at)
-            .execute(&mut *c)
-            .await?;
+        sqlx::query(
+            "UPDATE customers SET data = $2, updated_at = $3, deleted_at = $4 WHERE lago_id = $1",
+        )
+        .bind(&row.lago_id)
+        .bind(text(&row.data))
+        .bind(row.updated_at)
+        .bind(row.deleted_at)
+        .execute(&mut *c)
+        .await?;
     }
     Ok(())
 }
@@ -277,7 +290,11 @@ pub async fn list_customers(
     external_id: Option<&str>,
     page: Page,
 ) -> Result<(Vec<CustomerRow>, i64), Error> {
-    let filter = if external_id.is_some() { " AND external_id = $1" } else { " AND $1 = $1" };
+    let filter = if external_id.is_some() {
+        " AND external_id = $1"
+    } else {
+        " AND $1 = $1"
+    };
     let ext = external_id.unwrap_or("");
     let total: i64 = sqlx::query(&format!(
         "SELECT COUNT(*) FROM customers WHERE deleted_at IS NULL{filter}"
@@ -318,51 +335,107 @@ impl Doc {
 }
 
 pub async fn doc_by_code(c: &mut Conn, d: Doc, code: &str) -> Result<Option<String>, Error> {
-    let q = format!("SELECT data FROM {} WHERE code = $1 AND deleted_at IS NULL", d.table());
-    Ok(sqlx::query(&q).bind(code).fetch_optional(&mut *c).await?.map(|r| r.get(0)))
+    let q = format!(
+        "SELECT data FROM {} WHERE code = $1 AND deleted_at IS NULL",
+        d.table()
+    );
+    Ok(sqlx::query(&q)
+        .bind(code)
+        .fetch_optional(&mut *c)
+        .await?
+        .map(|r| r.get(0)))
 }
 
 /// By id, deleted or not (subscriptions and invoices keep pointing at what they used).
 pub async fn doc_by_id(c: &mut Conn, d: Doc, id: &str) -> Result<Option<String>, Error> {
     let q = format!("SELECT data FROM {} WHERE lago_id = $1", d.table());
-    Ok(sqlx::query(&q).bind(id).fetch_optional(&mut *c).await?.map(|r| r.get(0)))
+    Ok(sqlx::query(&q)
+        .bind(id)
+        .fetch_optional(&mut *c)
+        .await?
+        .map(|r| r.get(0)))
 }
 
 pub async fn all_docs(c: &mut Conn, d: Doc) -> Result<Vec<String>, Error> {
-    let q = format!("SELECT data FROM {} WHERE deleted_at IS NULL ORDER BY created_at", d.table());
-    Ok(sqlx::query(&q).fetch_all(&mut *c).await?.iter().map(|r| r.get(0)).collect())
+    let q = format!(
+        "SELECT data FROM {} WHERE deleted_at IS NULL ORDER BY created_at",
+        d.table()
+    );
+    Ok(sqlx::query(&q)
+        .fetch_all(&mut *c)
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
 }
 
 pub async fn list_docs(c: &mut Conn, d: Doc, page: Page) -> Result<(Vec<String>, i64), Error> {
-    let total: i64 = sqlx::query(&format!("SELECT COUNT(*) FROM {} WHERE deleted_at IS NULL", d.table()))
-        .fetch_one(&mut *c)
-        .await?
-        .get(0);
+    let total: i64 = sqlx::query(&format!(
+        "SELECT COUNT(*) FROM {} WHERE deleted_at IS NULL",
+        d.table()
+    ))
+    .fetch_one(&mut *c)
+    .await?
+    .get(0);
     let q = format!(
         "SELECT data FROM {} WHERE deleted_at IS NULL ORDER BY created_at DESC, code LIMIT $1 OFFSET $2",
         d.table()
     );
-    let rows = sqlx::query(&q).bind(page.per_page).bind(page.offset()).fetch_all(&mut *c).await?;
+    let rows = sqlx::query(&q)
+        .bind(page.per_page)
+        .bind(page.offset())
+        .fetch_all(&mut *c)
+        .await?;
     Ok((rows.iter().map(|r| r.get(0)).collect(), total))
 }
 
-pub async fn insert_doc(c: &mut Conn, d: Doc, id: &str, code: &str, data: &str, now: i64) -> Result<(), Error> {
+pub async fn insert_doc(
+    c: &mut Conn,
+    d: Doc,
+    id: &str,
+    code: &str,
+    data: &str,
+    now: i64,
+) -> Result<(), Error> {
     let q = format!(
         "INSERT INTO {} (lago_id, code, data, created_at, deleted_at) VALUES ($1, $2, $3, $4, NULL)",
         d.table()
     );
-    sqlx::query(&q).bind(id).bind(code).bind(data).bind(now).execute(&mut *c).await?;
+    sqlx::query(&q)
+        .bind(id)
+        .bind(code)
+        .bind(data)
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
     Ok(())
 }
 
-pub async fn update_doc(c: &mut Conn, d: Doc, id: &str, code: &str, data: &str) -> Result<(), Error> {
-    let q = format!("UPDATE {} SET code = $2, data = $3 WHERE lago_id = $1", d.table());
-    sqlx::query(&q).bind(id).bind(code).bind(data).execute(&mut *c).await?;
+pub async fn update_doc(
+    c: &mut Conn,
+    d: Doc,
+    id: &str,
+    code: &str,
+    data: &str,
+) -> Result<(), Error> {
+    let q = format!(
+        "UPDATE {} SET code = $2, data = $3 WHERE lago_id = $1",
+        d.table()
+    );
+    sqlx::query(&q)
+        .bind(id)
+        .bind(code)
+        .bind(data)
+        .execute(&mut *c)
+        .await?;
     Ok(())
 }
 
 pub async fn delete_doc(c: &mut Conn, d: Doc, id: &str, now: i64) -> Result<(), Error> {
-    let q = format!("UPDATE {} SET deleted_at = $2 WHERE lago_id = $1", d.table());
+    let q = format!(
+        "UPDATE {} SET deleted_at = $2 WHERE lago_id = $1",
+        d.table()
+    );
     sqlx::query(&q).bind(id).bind(now).execute(&mut *c).await?;
     Ok(())
 }
@@ -426,37 +499,87 @@ pub async fn save_sub(c: &mut Conn, s: &SubRow) -> Result<(), Error> {
 
 /// Every subscription row with this external id, newest first.
 pub async fn subs_by_external(c: &mut Conn, ext: &str) -> Result<Vec<SubRow>, Error> {
-    let q = format!("SELECT {SUB_COLS} FROM subscriptions WHERE external_id = $1 ORDER BY created_at DESC, lago_id");
-    Ok(sqlx::query(&q).bind(ext).fetch_all(&mut *c).await?.iter().map(sub_row).collect())
+    let q = format!(
+        "SELECT {SUB_COLS} FROM subscriptions WHERE external_id = $1 ORDER BY created_at DESC, lago_id"
+    );
+    Ok(sqlx::query(&q)
+        .bind(ext)
+        .fetch_all(&mut *c)
+        .await?
+        .iter()
+        .map(sub_row)
+        .collect())
 }
 
 pub async fn sub_by_id(c: &mut Conn, id: &str) -> Result<Option<SubRow>, Error> {
     let q = format!("SELECT {SUB_COLS} FROM subscriptions WHERE lago_id = $1");
-    Ok(sqlx::query(&q).bind(id).fetch_optional(&mut *c).await?.map(|r| sub_row(&r)))
+    Ok(sqlx::query(&q)
+        .bind(id)
+        .fetch_optional(&mut *c)
+        .await?
+        .map(|r| sub_row(&r)))
 }
 
 /// [`sub_by_id`], locking the row until the transaction ends on PostgreSQL (SQLite's writers
 /// are already serialized), so two billers never bill one subscription at once.
-pub async fn sub_for_update(c: &mut Conn, backend: Backend, id: &str) -> Result<Option<SubRow>, Error> {
-    let lock = if backend == Backend::Postgres { " FOR UPDATE" } else { "" };
+pub async fn sub_for_update(
+    c: &mut Conn,
+    backend: Backend,
+    id: &str,
+) -> Result<Option<SubRow>, Error> {
+    let lock = if backend == Backend::Postgres {
+        " FOR UPDATE"
+    } else {
+        ""
+    };
     let q = format!("SELECT {SUB_COLS} FROM subscriptions WHERE lago_id = $1{lock}");
-    Ok(sqlx::query(&q).bind(id).fetch_optional(&mut *c).await?.map(|r| sub_row(&r)))
+    Ok(sqlx::query(&q)
+        .bind(id)
+        .fetch_optional(&mut *c)
+        .await?
+        .map(|r| sub_row(&r)))
 }
 
 pub async fn subs_with_status(c: &mut Conn, statuses: &[&str]) -> Result<Vec<SubRow>, Error> {
-    let list = statuses.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(",");
-    let q = format!("SELECT {SUB_COLS} FROM subscriptions WHERE status IN ({list}) ORDER BY created_at");
-    Ok(sqlx::query(&q).fetch_all(&mut *c).await?.iter().map(sub_row).collect())
+    let list = statuses
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let q = format!(
+        "SELECT {SUB_COLS} FROM subscriptions WHERE status IN ({list}) ORDER BY created_at"
+    );
+    Ok(sqlx::query(&q)
+        .fetch_all(&mut *c)
+        .await?
+        .iter()
+        .map(sub_row)
+        .collect())
 }
 
 pub async fn subs_of_customer(c: &mut Conn, customer_id: &str) -> Result<Vec<SubRow>, Error> {
-    let q = format!("SELECT {SUB_COLS} FROM subscriptions WHERE customer_id = $1 ORDER BY created_at DESC");
-    Ok(sqlx::query(&q).bind(customer_id).fetch_all(&mut *c).await?.iter().map(sub_row).collect())
+    let q = format!(
+        "SELECT {SUB_COLS} FROM subscriptions WHERE customer_id = $1 ORDER BY created_at DESC"
+    );
+    Ok(sqlx::query(&q)
+        .bind(customer_id)
+        .fetch_all(&mut *c)
+        .await?
+        .iter()
+        .map(sub_row)
+        .collect())
 }
 
 pub async fn subs_of_plan(c: &mut Conn, plan_id: &str) -> Result<Vec<SubRow>, Error> {
-    let q = format!("SELECT {SUB_COLS} FROM subscriptions WHERE plan_id = $1 ORDER BY created_at DESC");
-    Ok(sqlx::query(&q).bind(plan_id).fetch_all(&mut *c).await?.iter().map(sub_row).collect())
+    let q =
+        format!("SELECT {SUB_COLS} FROM subscriptions WHERE plan_id = $1 ORDER BY created_at DESC");
+    Ok(sqlx::query(&q)
+        .bind(plan_id)
+        .fetch_all(&mut *c)
+        .await?
+        .iter()
+        .map(sub_row)
+        .collect())
 }
 
 /// Lists subscriptions by optional customer, plan and statuses (literal, validated by caller).
@@ -530,7 +653,16 @@ pub async fn insert_events(c: &mut Conn, events: &[EventRow]) -> Result<Vec<usiz
             }
             q.push_str(&format!(
                 "(${},${},${},${},${},${},${},${},${},${})",
-                b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9, b + 10
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6,
+                b + 7,
+                b + 8,
+                b + 9,
+                b + 10
             ));
         }
         q.push_str(
@@ -573,7 +705,11 @@ pub async fn insert_events(c: &mut Conn, events: &[EventRow]) -> Result<Vec<usiz
     }
     let mut buckets: BTreeMap<(&str, &str, i64), Agg> = BTreeMap::new();
     for e in events {
-        let k = (e.external_subscription_id.as_str(), e.code.as_str(), hour_of(e.timestamp));
+        let k = (
+            e.external_subscription_id.as_str(),
+            e.code.as_str(),
+            hour_of(e.timestamp),
+        );
         let a = buckets.entry(k).or_default();
         *a = a.merge(Agg::of_event(e.timestamp, e.value));
     }
@@ -593,7 +729,16 @@ pub async fn insert_events(c: &mut Conn, events: &[EventRow]) -> Result<Vec<usiz
             }
             q.push_str(&format!(
                 "(${},${},${},${},${},${},${},${},${},${})",
-                b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9, b + 10
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6,
+                b + 7,
+                b + 8,
+                b + 9,
+                b + 10
             ));
         }
         q.push_str(
@@ -631,8 +776,13 @@ pub async fn insert_events(c: &mut Conn, events: &[EventRow]) -> Result<Vec<usiz
 }
 
 pub async fn event_by_transaction(c: &mut Conn, tx_id: &str) -> Result<Option<EventRow>, Error> {
-    let q = format!("SELECT {EVENT_COLS} FROM events WHERE transaction_id = $1 ORDER BY id LIMIT 1");
-    Ok(sqlx::query(&q).bind(tx_id).fetch_optional(&mut *c).await?.map(|r| event_row(&r)))
+    let q =
+        format!("SELECT {EVENT_COLS} FROM events WHERE transaction_id = $1 ORDER BY id LIMIT 1");
+    Ok(sqlx::query(&q)
+        .bind(tx_id)
+        .fetch_optional(&mut *c)
+        .await?
+        .map(|r| event_row(&r)))
 }
 
 pub async fn list_events(
@@ -655,7 +805,9 @@ pub async fn list_events(
         .fetch_one(&mut *c)
         .await?
         .get(0);
-    let q = format!("SELECT {EVENT_COLS} FROM events WHERE {cond} ORDER BY timestamp DESC, id DESC LIMIT $5 OFFSET $6");
+    let q = format!(
+        "SELECT {EVENT_COLS} FROM events WHERE {cond} ORDER BY timestamp DESC, id DESC LIMIT $5 OFFSET $6"
+    );
     let rows = sqlx::query(&q)
         .bind(code.unwrap_or(""))
         .bind(ext_sub.unwrap_or(""))
@@ -668,7 +820,12 @@ pub async fn list_events(
     Ok((rows.iter().map(event_row).collect(), total))
 }
 
-async fn agg_query(c: &mut Conn, sums: &str, latest: &str, key: (&str, &str, i64, i64)) -> Result<Agg, Error> {
+async fn agg_query(
+    c: &mut Conn,
+    sums: &str,
+    latest: &str,
+    key: (&str, &str, i64, i64),
+) -> Result<Agg, Error> {
     let r = sqlx::query(sums)
         .bind(key.0)
         .bind(key.1)
@@ -710,7 +867,13 @@ const BUCKET_LATEST: &str = "SELECT latest_ts, latest_value FROM usage_buckets \
     AND latest_ts IS NOT NULL ORDER BY latest_ts DESC LIMIT 1";
 
 /// The aggregate of events in `[from, to)` straight from the events table.
-pub async fn agg_raw(c: &mut Conn, sub: &str, code: &str, from: i64, to: i64) -> Result<Agg, Error> {
+pub async fn agg_raw(
+    c: &mut Conn,
+    sub: &str,
+    code: &str,
+    from: i64,
+    to: i64,
+) -> Result<Agg, Error> {
     if to <= from {
         return Ok(Agg::default());
     }
@@ -754,7 +917,10 @@ pub async fn raw_values(
     .bind(to)
     .fetch_all(&mut *c)
     .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect())
 }
 
 // ---- invoices ----
@@ -781,10 +947,11 @@ fn invoice_row(r: &AnyRow) -> InvoiceRow {
 }
 
 pub async fn next_invoice_seq(c: &mut Conn) -> Result<i64, Error> {
-    let n: i64 = sqlx::query("SELECT CAST(COALESCE(MAX(sequential_id), 0) AS BIGINT) FROM invoices")
-        .fetch_one(&mut *c)
-        .await?
-        .get(0);
+    let n: i64 =
+        sqlx::query("SELECT CAST(COALESCE(MAX(sequential_id), 0) AS BIGINT) FROM invoices")
+            .fetch_one(&mut *c)
+            .await?
+            .get(0);
     Ok(n + 1)
 }
 
@@ -828,7 +995,11 @@ pub async fn update_invoice(c: &mut Conn, i: &InvoiceRow) -> Result<(), Error> {
 
 pub async fn invoice_by_id(c: &mut Conn, id: &str) -> Result<Option<InvoiceRow>, Error> {
     let q = format!("SELECT {INVOICE_COLS} FROM invoices WHERE lago_id = $1");
-    Ok(sqlx::query(&q).bind(id).fetch_optional(&mut *c).await?.map(|r| invoice_row(&r)))
+    Ok(sqlx::query(&q)
+        .bind(id)
+        .fetch_optional(&mut *c)
+        .await?
+        .map(|r| invoice_row(&r)))
 }
 
 pub async fn list_invoices(
@@ -839,7 +1010,11 @@ pub async fn list_invoices(
     page: Page,
 ) -> Result<(Vec<InvoiceRow>, i64), Error> {
     let cond = "($1 = '' OR customer_id = $1) AND ($2 = '' OR status = $2) AND ($3 = '' OR payment_status = $3)";
-    let args = [customer_id.unwrap_or(""), status.unwrap_or(""), payment_status.unwrap_or("")];
+    let args = [
+        customer_id.unwrap_or(""),
+        status.unwrap_or(""),
+        payment_status.unwrap_or(""),
+    ];
     let total: i64 = sqlx::query(&format!("SELECT COUNT(*) FROM invoices WHERE {cond}"))
         .bind(args[0])
         .bind(args[1])
@@ -879,12 +1054,21 @@ const ENDPOINT_COLS: &str = "lago_id, webhook_url, signature_algo, name, event_t
 
 pub async fn endpoints(c: &mut Conn) -> Result<Vec<EndpointRow>, Error> {
     let q = format!("SELECT {ENDPOINT_COLS} FROM webhook_endpoints ORDER BY created_at, lago_id");
-    Ok(sqlx::query(&q).fetch_all(&mut *c).await?.iter().map(endpoint_row).collect())
+    Ok(sqlx::query(&q)
+        .fetch_all(&mut *c)
+        .await?
+        .iter()
+        .map(endpoint_row)
+        .collect())
 }
 
 pub async fn endpoint_by_id(c: &mut Conn, id: &str) -> Result<Option<EndpointRow>, Error> {
     let q = format!("SELECT {ENDPOINT_COLS} FROM webhook_endpoints WHERE lago_id = $1");
-    Ok(sqlx::query(&q).bind(id).fetch_optional(&mut *c).await?.map(|r| endpoint_row(&r)))
+    Ok(sqlx::query(&q)
+        .bind(id)
+        .fetch_optional(&mut *c)
+        .await?
+        .map(|r| endpoint_row(&r)))
 }
 
 pub async fn save_endpoint(c: &mut Conn, e: &EndpointRow) -> Result<(), Error> {
@@ -905,7 +1089,10 @@ pub async fn save_endpoint(c: &mut Conn, e: &EndpointRow) -> Result<(), Error> {
 }
 
 pub async fn delete_endpoint(c: &mut Conn, id: &str) -> Result<(), Error> {
-    sqlx::query("DELETE FROM webhook_endpoints WHERE lago_id = $1").bind(id).execute(&mut *c).await?;
+    sqlx::query("DELETE FROM webhook_endpoints WHERE lago_id = $1")
+        .bind(id)
+        .execute(&mut *c)
+        .await?;
     Ok(())
 }
 
@@ -987,8 +1174,12 @@ pub async fn mark_webhook(
 }
 
 pub async fn webhook_statuses(c: &mut Conn) -> Result<Vec<(String, String, i64)>, Error> {
-    let rows = sqlx::query("SELECT webhook_type, status, attempts FROM webhooks ORDER BY created_at")
-        .fetch_all(&mut *c)
-        .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    let rows =
+        sqlx::query("SELECT webhook_type, status, attempts FROM webhooks ORDER BY created_at")
+            .fetch_all(&mut *c)
+            .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
 }

@@ -30,7 +30,11 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { attempts: 3, retry_unit: Duration::from_secs(1), timeout: Duration::from_secs(30) }
+        Settings {
+            attempts: 3,
+            retry_unit: Duration::from_secs(1),
+            timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -61,7 +65,12 @@ impl Signer {
             .map_err(|e| Error::Key(format!("webhook RSA public key: {e}")))?;
         let jwt = jsonwebtoken::EncodingKey::from_rsa_pem(private_pem.as_bytes())
             .map_err(|e| Error::Key(format!("webhook RSA key: {e}")))?;
-        Ok(Signer { hmac_key: hmac_key.to_string(), jwt, public_pem, issuer: issuer.to_string() })
+        Ok(Signer {
+            hmac_key: hmac_key.to_string(),
+            jwt,
+            public_pem,
+            issuer: issuer.to_string(),
+        })
     }
 
     pub fn hmac(&self, body: &[u8]) -> String {
@@ -70,13 +79,21 @@ impl Signer {
 
     pub fn jwt(&self, body: &str) -> Result<String, Error> {
         let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
-        jsonwebtoken::encode(&header, &Claims { data: body, iss: &self.issuer }, &self.jwt)
-            .map_err(|e| Error::Key(format!("signing webhook: {e}")))
+        jsonwebtoken::encode(
+            &header,
+            &Claims {
+                data: body,
+                iss: &self.issuer,
+            },
+            &self.jwt,
+        )
+        .map_err(|e| Error::Key(format!("signing webhook: {e}")))
     }
 }
 
 pub fn hmac_signature(key: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes any key length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes any key length");
     mac.update(body);
     B64.encode(mac.finalize().into_bytes())
 }
@@ -87,7 +104,10 @@ pub fn generate_private_pem() -> Result<String, Error> {
     use rsa::pkcs8::LineEnding;
     let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048)
         .map_err(|e| Error::Key(format!("generating RSA key: {e}")))?;
-    Ok(key.to_pkcs1_pem(LineEnding::LF).map_err(|e| Error::Key(e.to_string()))?.to_string())
+    Ok(key
+        .to_pkcs1_pem(LineEnding::LF)
+        .map_err(|e| Error::Key(e.to_string()))?
+        .to_string())
 }
 
 /// Lago's wait before retry `n` (1-based), in units, with up to 15% jitter.
@@ -99,7 +119,10 @@ pub fn backoff(n: u32, unit: Duration) -> Duration {
 
 /// Delivers due webhooks until shutdown.
 pub async fn run(app: Arc<App>, shutdown: Shutdown) {
-    let http = match reqwest::Client::builder().timeout(app.webhook.timeout).build() {
+    let http = match reqwest::Client::builder()
+        .timeout(app.webhook.timeout)
+        .build()
+    {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "webhook client");
@@ -140,7 +163,17 @@ async fn deliver_due(app: &App, http: &reqwest::Client) -> Result<Duration, Erro
             let attempts = w.attempts + 1;
             let outcome = match &endpoint {
                 None => Err(None),
-                Some(e) => send(app, http, &e.webhook_url, &e.signature_algo, &w.lago_id, &w.payload).await,
+                Some(e) => {
+                    send(
+                        app,
+                        http,
+                        &e.webhook_url,
+                        &e.signature_algo,
+                        &w.lago_id,
+                        &w.payload,
+                    )
+                    .await
+                }
             };
             let now = now_ms();
             let (status, next, code) = match outcome {
@@ -181,7 +214,10 @@ async fn send(
         .post(url)
         .header("content-type", "application/json")
         .header("X-Lago-Signature", signature)
-        .header("X-Lago-Signature-Algorithm", if algo == "hmac" { "hmac" } else { "jwt" })
+        .header(
+            "X-Lago-Signature-Algorithm",
+            if algo == "hmac" { "hmac" } else { "jwt" },
+        )
         .header("X-Lago-Unique-Key", unique_key)
         .body(body.to_string())
         .send()
@@ -189,7 +225,11 @@ async fn send(
     match r {
         Ok(resp) => {
             let code = resp.status().as_u16() as i64;
-            if matches!(code, 200 | 201 | 202 | 204) { Ok(code) } else { Err(Some(code)) }
+            if matches!(code, 200 | 201 | 202 | 204) {
+                Ok(code)
+            } else {
+                Err(Some(code))
+            }
         }
         Err(_) => Err(None),
     }
@@ -210,7 +250,10 @@ mod tests {
     #[test]
     fn backoff_grows_like_lago() {
         let u = Duration::from_millis(100);
-        assert!(backoff(1, u) >= Duration::from_millis(300) && backoff(1, u) < Duration::from_millis(320));
+        assert!(
+            backoff(1, u) >= Duration::from_millis(300)
+                && backoff(1, u) < Duration::from_millis(320)
+        );
         assert!(backoff(2, u) >= Duration::from_millis(1800));
     }
 }
@@ -228,7 +271,9 @@ impl App {
         let c = tx.conn();
         let existing = match id {
             Some(id) => Some(
-                store::endpoint_by_id(c, id).await?.ok_or(ApiError::Code(Code::WebhookEndpointNotFound))?,
+                store::endpoint_by_id(c, id)
+                    .await?
+                    .ok_or(ApiError::Code(Code::WebhookEndpointNotFound))?,
             ),
             None => None,
         };
@@ -238,7 +283,8 @@ impl App {
             existing.as_ref().map(|e| e.webhook_url.clone())
         };
         if let Some(u) = &url {
-            let ok = reqwest::Url::parse(u).is_ok_and(|p| matches!(p.scheme(), "http" | "https") && p.host().is_some());
+            let ok = reqwest::Url::parse(u)
+                .is_ok_and(|p| matches!(p.scheme(), "http" | "https") && p.host().is_some());
             if !ok {
                 f.err("webhook_url", "url_is_invalid");
             }
@@ -250,13 +296,19 @@ impl App {
         }
         .or_else(|| existing.as_ref().map(|e| e.signature_algo.clone()))
         .unwrap_or_else(|| "jwt".into());
-        let name = if m.contains_key("name") { f.str("name") } else { existing.as_ref().and_then(|e| e.name.clone()) };
+        let name = if m.contains_key("name") {
+            f.str("name")
+        } else {
+            existing.as_ref().and_then(|e| e.name.clone())
+        };
         let event_types = if m.contains_key("event_types") {
             match f.get("event_types") {
                 None => None,
-                Some(serde_json::Value::Array(a)) if a.iter().all(|v| v.is_string()) => {
-                    Some(a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
-                }
+                Some(serde_json::Value::Array(a)) if a.iter().all(|v| v.is_string()) => Some(
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect(),
+                ),
                 Some(_) => {
                     f.err("event_types", "value_is_invalid");
                     None
@@ -267,7 +319,9 @@ impl App {
         };
         let all = store::endpoints(c).await?;
         if let Some(u) = &url {
-            if all.iter().any(|e| &e.webhook_url == u && Some(&e.lago_id) != existing.as_ref().map(|x| &x.lago_id)) {
+            if all.iter().any(|e| {
+                &e.webhook_url == u && Some(&e.lago_id) != existing.as_ref().map(|x| &x.lago_id)
+            }) {
                 f.err("webhook_url", "value_already_exist");
             }
         }
@@ -276,16 +330,23 @@ impl App {
         }
         f.finish()?;
         let row = store::EndpointRow {
-            lago_id: existing.as_ref().map(|e| e.lago_id.clone()).unwrap_or_else(crate::service::new_id),
+            lago_id: existing
+                .as_ref()
+                .map(|e| e.lago_id.clone())
+                .unwrap_or_else(crate::service::new_id),
             webhook_url: url.unwrap_or_default(),
             signature_algo: algo,
             name,
             event_types,
-            created_at: existing.as_ref().map(|e| e.created_at).unwrap_or_else(now_ms),
+            created_at: existing
+                .as_ref()
+                .map(|e| e.created_at)
+                .unwrap_or_else(now_ms),
         };
         store::save_endpoint(c, &row).await?;
         tx.commit().await?;
-        self.has_endpoints.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.has_endpoints
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(crate::render::endpoint(&row, &self.org_id))
     }
 
@@ -293,7 +354,9 @@ impl App {
         let mut c = self.store.read().await?;
         let e = store::endpoint_by_id(&mut c, id)
             .await?
-            .ok_or(crate::proto::ApiError::Code(crate::proto::Code::WebhookEndpointNotFound))?;
+            .ok_or(crate::proto::ApiError::Code(
+                crate::proto::Code::WebhookEndpointNotFound,
+            ))?;
         Ok(crate::render::endpoint(&e, &self.org_id))
     }
 
@@ -307,7 +370,9 @@ impl App {
             .take(page.per_page as usize)
             .map(|e| crate::render::endpoint(e, &self.org_id))
             .collect();
-        Ok(serde_json::json!({"webhook_endpoints": items, "meta": crate::render::meta(page, total)}))
+        Ok(
+            serde_json::json!({"webhook_endpoints": items, "meta": crate::render::meta(page, total)}),
+        )
     }
 
     pub async fn delete_endpoint(&self, id: &str) -> Result<serde_json::Value, Error> {
@@ -315,11 +380,14 @@ impl App {
         let c = tx.conn();
         let e = store::endpoint_by_id(c, id)
             .await?
-            .ok_or(crate::proto::ApiError::Code(crate::proto::Code::WebhookEndpointNotFound))?;
+            .ok_or(crate::proto::ApiError::Code(
+                crate::proto::Code::WebhookEndpointNotFound,
+            ))?;
         store::delete_endpoint(c, id).await?;
         let left = store::endpoints(c).await?.len();
         tx.commit().await?;
-        self.has_endpoints.store(left > 0, std::sync::atomic::Ordering::Relaxed);
+        self.has_endpoints
+            .store(left > 0, std::sync::atomic::Ordering::Relaxed);
         Ok(crate::render::endpoint(&e, &self.org_id))
     }
 

@@ -23,7 +23,9 @@ pub fn backends() -> Vec<Backend> {
 }
 
 pub fn random_hex(n: usize) -> String {
-    (0..n).map(|_| format!("{:x}", rand::random::<u8>() % 16)).collect()
+    (0..n)
+        .map(|_| format!("{:x}", rand::random::<u8>() % 16))
+        .collect()
 }
 
 pub struct Server {
@@ -60,10 +62,14 @@ pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Se
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = test_config(backend, dir.path());
     tweak(&mut config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let shutdown = Shutdown::new();
-    let router = pressoir_billing::app(config, shutdown.clone()).await.expect("billing app starts");
+    let router = pressoir_billing::app(config, shutdown.clone())
+        .await
+        .expect("billing app starts");
     let s = shutdown.clone();
     tokio::spawn(async move { pressoir_core::serve(listener, router, s).await });
     Server {
@@ -83,9 +89,17 @@ impl Server {
         self.call_as(method, path, body, Some(KEY)).await
     }
 
-    pub async fn call_as(&self, method: &str, path: &str, body: Option<Value>, key: Option<&str>) -> (u16, Value) {
+    pub async fn call_as(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        key: Option<&str>,
+    ) -> (u16, Value) {
         let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut r = self.http.request(m, format!("{}/api/v1{}", self.base, path));
+        let mut r = self
+            .http
+            .request(m, format!("{}/api/v1{}", self.base, path));
         if let Some(k) = key {
             r = r.bearer_auth(k);
         }
@@ -95,7 +109,8 @@ impl Server {
         let resp = r.send().await.expect("request");
         let status = resp.status().as_u16();
         let text = resp.text().await.expect("body");
-        let v = serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON body for {method} {path}: {text:?}"));
+        let v = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("non-JSON body for {method} {path}: {text:?}"));
         (status, v)
     }
 
@@ -132,7 +147,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "condition not met within {secs}s");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {secs}s"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

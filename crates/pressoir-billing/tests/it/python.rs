@@ -27,7 +27,10 @@ async fn run_python(s: &Server, mode: &str) {
     .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && stdout.contains("PY-OK"), "python failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        out.status.success() && stdout.contains("PY-OK"),
+        "python failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
 }
 
 #[tokio::test]

@@ -20,7 +20,10 @@ fn event(tx: usize, ts: i64, value: Option<i64>) -> EventRow {
 async fn open(b: Backend) -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let c = test_config(b, dir.path());
-    (Store::open(&c.database_url, &c.schema, 4).await.unwrap(), dir)
+    (
+        Store::open(&c.database_url, &c.schema, 4).await.unwrap(),
+        dir,
+    )
 }
 
 #[tokio::test]
@@ -41,7 +44,12 @@ async fn hourly_buckets_agree_with_the_raw_events() {
         }
         for chunk in events.chunks(37) {
             let mut tx = st.begin().await.unwrap();
-            assert!(store::insert_events(tx.conn(), chunk).await.unwrap().is_empty());
+            assert!(
+                store::insert_events(tx.conn(), chunk)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
             tx.commit().await.unwrap();
         }
         let mut c = st.read().await.unwrap();
@@ -57,16 +65,25 @@ async fn hourly_buckets_agree_with_the_raw_events() {
             let expected = events
                 .iter()
                 .filter(|e| e.timestamp >= from && e.timestamp < to)
-                .fold(Agg::default(), |a, e| a.merge(Agg::of_event(e.timestamp, e.value)));
+                .fold(Agg::default(), |a, e| {
+                    a.merge(Agg::of_event(e.timestamp, e.value))
+                });
             assert_eq!(fast, raw, "{b:?} [{from}, {to})");
             assert_eq!(fast, expected, "{b:?} [{from}, {to})");
         }
         // A duplicate transaction id is reported by index and, rolled back, counts nothing.
         let mut tx = st.begin().await.unwrap();
-        let dups = store::insert_events(tx.conn(), &[event(1000, base, Some(1)), event(5, base, Some(1))]).await.unwrap();
+        let dups = store::insert_events(
+            tx.conn(),
+            &[event(1000, base, Some(1)), event(5, base, Some(1))],
+        )
+        .await
+        .unwrap();
         assert_eq!(dups, vec![1]);
         drop(tx);
-        let all = store::agg(&mut c, "sub", "m", i64::MIN, i64::MAX).await.unwrap();
+        let all = store::agg(&mut c, "sub", "m", i64::MIN, i64::MAX)
+            .await
+            .unwrap();
         assert_eq!(all.events_count, 400);
     }
 }

@@ -6,7 +6,13 @@ async fn metric(s: &Server, code: &str, agg: &str, field: Option<&str>) -> Value
     if let Some(f) = field {
         m["field_name"] = json!(f);
     }
-    s.ok("POST", "/billable_metrics", Some(json!({"billable_metric": m}))).await["billable_metric"]["lago_id"].clone()
+    s.ok(
+        "POST",
+        "/billable_metrics",
+        Some(json!({"billable_metric": m})),
+    )
+    .await["billable_metric"]["lago_id"]
+        .clone()
 }
 
 fn tiers(key: &str) -> Value {
@@ -34,8 +40,13 @@ pub async fn usage_plan(s: &Server, sub: &str) -> Vec<(&'static str, &'static st
             {"billable_metric_id": revenue, "charge_model": "percentage",
              "properties": {"rate": "2.5", "fixed_amount": "0.5", "free_units_per_events": 1}},
             {"billable_metric_id": disk, "charge_model": "standard", "properties": {"amount": "1"}}]}}))).await;
-    s.ok("POST", "/subscriptions", Some(json!({"subscription": {"external_customer_id": "acme",
-        "plan_code": "usage", "external_id": sub}}))).await;
+    s.ok(
+        "POST",
+        "/subscriptions",
+        Some(json!({"subscription": {"external_customer_id": "acme",
+        "plan_code": "usage", "external_id": sub}})),
+    )
+    .await;
     let now = pressoir_core::clock::now_ms() / 1000;
     let mut n = 0;
     let mut ev = |code: &str, props: Value, dt: i64| {
@@ -53,7 +64,11 @@ pub async fn usage_plan(s: &Server, sub: &str) -> Vec<(&'static str, &'static st
     for (u, op) in [("a", "add"), ("b", "add"), ("c", "add"), ("a", "add")] {
         batch.push(ev("seats", json!({"user_id": u, "operation_type": op}), 1));
     }
-    batch.push(ev("seats", json!({"user_id": "b", "operation_type": "remove"}), 2));
+    batch.push(ev(
+        "seats",
+        json!({"user_id": "b", "operation_type": "remove"}),
+        2,
+    ));
     for c in [50, 60, 1] {
         batch.push(ev("cpu", json!({"cpu_seconds": c}), 1));
     }
@@ -64,7 +79,8 @@ pub async fn usage_plan(s: &Server, sub: &str) -> Vec<(&'static str, &'static st
         batch.push(ev("disk", json!({"gb": g}), 1 + i as i64));
     }
     for chunk in batch.chunks(100) {
-        s.ok("POST", "/events/batch", Some(json!({"events": chunk}))).await;
+        s.ok("POST", "/events/batch", Some(json!({"events": chunk})))
+            .await;
     }
     vec![
         // 300 × 0.001
@@ -87,13 +103,22 @@ async fn current_usage_applies_every_charge_model_exactly() {
     for b in backends() {
         let s = spawn(b).await;
         let expected = usage_plan(&s, "site-u").await;
-        let u = s.ok("GET", "/customers/acme/current_usage?external_subscription_id=site-u", None).await;
+        let u = s
+            .ok(
+                "GET",
+                "/customers/acme/current_usage?external_subscription_id=site-u",
+                None,
+            )
+            .await;
         let u = &u["customer_usage"];
         assert_eq!(u["currency"], "EUR");
         let lines = u["charges_usage"].as_array().unwrap();
         assert_eq!(lines.len(), expected.len());
         for (code, units, cents) in &expected {
-            let l = lines.iter().find(|l| l["billable_metric"]["code"] == *code).unwrap();
+            let l = lines
+                .iter()
+                .find(|l| l["billable_metric"]["code"] == *code)
+                .unwrap();
             assert_eq!(l["units"], *units, "{code}: {l}");
             assert_eq!(l["amount_cents"], *cents, "{code}: {l}");
         }
