@@ -328,11 +328,10 @@ fn main() {
         // first, and moto accepts the object_store client's PUTs once the bucket exists).
         let work = dir.path().join(format!("work-{}", t.name));
         std::fs::create_dir_all(&work).unwrap();
-        if let Some(py) = &python {
-            if let Some(f) = boto3_figures(py, &t.url, "backups", &work, seconds, mib) {
+        if let Some(py) = &python
+            && let Some(f) = boto3_figures(py, &t.url, "backups", &work, seconds, mib) {
                 rows.push((t.name.clone(), "boto3, 1 thread", f));
             }
-        }
         let f = rt.block_on(rust_figures(&t.url, "backups", seconds, mib));
         rows.push((t.name.clone(), "Rust object_store, 16 conns", f));
     }

@@ -119,16 +119,16 @@ pub fn check_signing_limits(
                 }
             }
         }
-        if query_param(q, "Signature").is_some() {
-            if let Some(v) = query_param(q, "Expires") {
-                match v.parse::<i64>() {
-                    Ok(at) if at - now_unix <= MAX_PRESIGNED_EXPIRY_SECS => {}
-                    _ => {
-                        return Err(s3_error!(
-                            AuthorizationQueryParametersError,
-                            "Expires must be less than a week (604800 seconds) in the future"
-                        ));
-                    }
+        if query_param(q, "Signature").is_some()
+            && let Some(v) = query_param(q, "Expires")
+        {
+            match v.parse::<i64>() {
+                Ok(at) if at - now_unix <= MAX_PRESIGNED_EXPIRY_SECS => {}
+                _ => {
+                    return Err(s3_error!(
+                        AuthorizationQueryParametersError,
+                        "Expires must be less than a week (604800 seconds) in the future"
+                    ));
                 }
             }
         }
@@ -187,10 +187,10 @@ impl Access {
             return Err(denied());
         };
         let policy = self.0.policy(&cred.access_key).ok_or_else(denied)?;
-        if let CopySource::Bucket { bucket, .. } = source {
-            if !policy.allows("GetObject", Some(bucket)) {
-                return Err(denied());
-            }
+        if let CopySource::Bucket { bucket, .. } = source
+            && !policy.allows("GetObject", Some(bucket))
+        {
+            return Err(denied());
         }
         Ok(())
     }

@@ -120,6 +120,8 @@ pub struct Config {
     pub fsync: bool,
     /// Requests per access key (or per client address when unsigned).
     pub rate_limit: RateSpec,
+    /// Multipart uploads left unfinished this long are aborted (their parts removed).
+    pub upload_expiry: std::time::Duration,
 }
 
 impl Config {
@@ -138,6 +140,7 @@ impl Config {
             min_part_size: 5 << 20,
             fsync: true,
             rate_limit: RateSpec::off(),
+            upload_expiry: std::time::Duration::from_secs(7 * 24 * 3600),
         }
     }
 
@@ -167,7 +170,7 @@ pub enum Error {
 
 /// Opens the store, seeds its buckets and returns the S3 router (rate limit applied).
 /// The router answers every path, so a gateway can mount it for a whole Host.
-pub async fn app(config: Config, _shutdown: Shutdown) -> Result<Router, Error> {
+pub async fn app(config: Config, shutdown: Shutdown) -> Result<Router, Error> {
     if config.keys.is_empty() {
         return Err(Error::NoKeys);
     }
@@ -199,6 +202,11 @@ pub async fn app(config: Config, _shutdown: Shutdown) -> Result<Router, Error> {
             Err(e) => return Err(store_err(e)),
         }
     }
+    tokio::spawn(expire_uploads(
+        store.clone(),
+        config.upload_expiry,
+        shutdown,
+    ));
     let keys = Arc::new(auth::Keys::new(&config.keys));
     let objects = s3::Objects {
         store,
@@ -237,6 +245,24 @@ pub async fn run(
     let router = app(config, shutdown.clone()).await?;
     pressoir_core::serve(listener, router, shutdown).await?;
     Ok(())
+}
+
+/// Aborts forgotten multipart uploads, at start and then hourly, until shutdown.
+async fn expire_uploads(store: Arc<store::Store>, expiry: std::time::Duration, shutdown: Shutdown) {
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
+    loop {
+        let cutoff = store::now_ms() - i64::try_from(expiry.as_millis()).unwrap_or(i64::MAX);
+        match store.expire_uploads(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(uploads = n, "aborted expired multipart uploads"),
+            Err(e) => tracing::warn!(error = %e, "cannot expire multipart uploads"),
+        }
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+        }
+    }
 }
 
 fn error_response(e: s3s::S3Error, status: http::StatusCode) -> Response {

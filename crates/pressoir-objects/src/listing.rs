@@ -64,25 +64,25 @@ pub fn list<'a, V>(index: &'a BTreeMap<String, V>, q: &Query<'_>) -> Page<'a, V>
         if !key.starts_with(q.prefix) {
             break;
         }
-        if let Some(s) = skip_under {
-            if key.starts_with(s) {
-                continue;
-            }
+        if let Some(s) = skip_under
+            && key.starts_with(s)
+        {
+            continue;
         }
-        if let Some(d) = q.delimiter.filter(|d| !d.is_empty()) {
-            if let Some(pos) = key[q.prefix.len()..].find(d) {
-                let cp = &key[..q.prefix.len() + pos + d.len()];
-                if last_prefix.as_deref() == Some(cp) {
-                    continue;
-                }
-                if page.entries.len() >= q.max {
-                    page.truncated = true;
-                    break;
-                }
-                last_prefix = Some(cp.to_string());
-                page.entries.push(Entry::Prefix(cp.to_string()));
+        if let Some(d) = q.delimiter.filter(|d| !d.is_empty())
+            && let Some(pos) = key[q.prefix.len()..].find(d)
+        {
+            let cp = &key[..q.prefix.len() + pos + d.len()];
+            if last_prefix.as_deref() == Some(cp) {
                 continue;
             }
+            if page.entries.len() >= q.max {
+                page.truncated = true;
+                break;
+            }
+            last_prefix = Some(cp.to_string());
+            page.entries.push(Entry::Prefix(cp.to_string()));
+            continue;
         }
         if page.entries.len() >= q.max {
             page.truncated = true;

@@ -234,13 +234,13 @@ fn with_trailers(mut s: Checksums, trailers: Option<&s3s::TrailingHeaders>) -> C
 
 /// Checks a staged body against the Content-MD5 and checksums the client sent.
 fn verify(staged: &Staged, md5: Option<[u8; 16]>, expected: &Checksums) -> S3Result<()> {
-    if let Some(m) = md5 {
-        if m != staged.md5 {
-            return Err(s3_error!(
-                BadDigest,
-                "The Content-MD5 you specified did not match what we received."
-            ));
-        }
+    if let Some(m) = md5
+        && m != staged.md5
+    {
+        return Err(s3_error!(
+            BadDigest,
+            "The Content-MD5 you specified did not match what we received."
+        ));
     }
     let pairs = [
         ("CRC32", &expected.crc32, &staged.checksums.crc32),
@@ -254,13 +254,13 @@ fn verify(staged: &Staged, md5: Option<[u8; 16]>, expected: &Checksums) -> S3Res
         ("SHA256", &expected.sha256, &staged.checksums.sha256),
     ];
     for (name, want, got) in pairs {
-        if let (Some(w), Some(g)) = (want, got) {
-            if w.trim() != g {
-                return Err(s3_error!(
-                    BadDigest,
-                    "The {name} you specified did not match the calculated checksum."
-                ));
-            }
+        if let (Some(w), Some(g)) = (want, got)
+            && w.trim() != g
+        {
+            return Err(s3_error!(
+                BadDigest,
+                "The {name} you specified did not match the calculated checksum."
+            ));
         }
     }
     Ok(())
@@ -361,10 +361,11 @@ impl Objects {
     }
 
     fn check_length(len: Option<i64>, max: u64) -> S3Result<()> {
-        if let Some(l) = len {
-            if l > 0 && l as u64 > max {
-                return Err(store_error(StoreError::TooLarge(max)));
-            }
+        if let Some(l) = len
+            && l > 0
+            && l as u64 > max
+        {
+            return Err(store_error(StoreError::TooLarge(max)));
         }
         Ok(())
     }
@@ -1112,15 +1113,15 @@ impl S3 for Objects {
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let input = req.input;
-        if let Some((key, tag)) = self.store.completed(&input.bucket, &input.upload_id) {
-            if key == input.key {
-                return Ok(S3Response::new(CompleteMultipartUploadOutput {
-                    bucket: Some(input.bucket),
-                    key: Some(key),
-                    e_tag: Some(etag(&tag)),
-                    ..Default::default()
-                }));
-            }
+        if let Some((key, tag)) = self.store.completed(&input.bucket, &input.upload_id)
+            && key == input.key
+        {
+            return Ok(S3Response::new(CompleteMultipartUploadOutput {
+                bucket: Some(input.bucket),
+                key: Some(key),
+                e_tag: Some(etag(&tag)),
+                ..Default::default()
+            }));
         }
         let parts = input
             .multipart_upload
@@ -1350,20 +1351,20 @@ fn check_preconditions(
     if_match: Option<&ETagCondition>,
     if_none_match: Option<&ETagCondition>,
 ) -> S3Result<()> {
-    if let Some(c) = if_match {
-        if !condition_matches(c, &meta.etag) {
-            return Err(s3_error!(
-                PreconditionFailed,
-                "At least one of the pre-conditions you specified did not hold"
-            ));
-        }
+    if let Some(c) = if_match
+        && !condition_matches(c, &meta.etag)
+    {
+        return Err(s3_error!(
+            PreconditionFailed,
+            "At least one of the pre-conditions you specified did not hold"
+        ));
     }
-    if let Some(c) = if_none_match {
-        if condition_matches(c, &meta.etag) {
-            let mut e = S3Error::new(S3ErrorCode::NotModified);
-            e.set_status_code(http::StatusCode::NOT_MODIFIED);
-            return Err(e);
-        }
+    if let Some(c) = if_none_match
+        && condition_matches(c, &meta.etag)
+    {
+        let mut e = S3Error::new(S3ErrorCode::NotModified);
+        e.set_status_code(http::StatusCode::NOT_MODIFIED);
+        return Err(e);
     }
     Ok(())
 }

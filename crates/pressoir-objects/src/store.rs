@@ -292,14 +292,10 @@ pub fn is_valid_upload_id(id: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> impl Future<Output = Result<T>> {
-    async move {
-        match tokio::task::spawn_blocking(f).await {
-            Ok(r) => r,
-            Err(e) => Err(StoreError::Io(io::Error::other(e))),
-        }
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(StoreError::Io(io::Error::other(e))),
     }
 }
 
@@ -872,6 +868,32 @@ impl Store {
         .await
     }
 
+    /// Aborts every multipart upload initiated before `cutoff_ms`; returns how many.
+    pub async fn expire_uploads(&self, cutoff_ms: i64) -> Result<usize> {
+        let mut n = 0;
+        for (bucket, _) in self.list_buckets() {
+            let uploads = match self.list_uploads(&bucket).await {
+                Ok(u) => u,
+                Err(StoreError::NoSuchBucket) => continue,
+                Err(e) => return Err(e),
+            };
+            for (id, meta) in uploads {
+                let busy = self
+                    .bucket(&bucket)
+                    .map(|b| b.completing.lock().expect("completing lock").contains(&id))
+                    .unwrap_or(false);
+                if meta.initiated_ms < cutoff_ms && !busy {
+                    match self.abort_upload(&bucket, &id).await {
+                        Ok(()) => n += 1,
+                        Err(StoreError::NoSuchUpload | StoreError::NoSuchBucket) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        Ok(n)
+    }
+
     /// An earlier completion of upload `id`, as (key, etag).
     pub fn completed(&self, bucket: &str, id: &str) -> Option<(String, String)> {
         let b = self.bucket(bucket).ok()?;
@@ -1085,10 +1107,8 @@ fn publish(
     // The temp path no longer exists; Drop's remove_file is a harmless no-op.
     index.insert(meta.key.clone(), Summary::from(meta));
     drop(index);
-    if fsync {
-        if let Some(dir) = target.parent() {
-            let _ = sync_dir(dir);
-        }
+    if fsync && let Some(dir) = target.parent() {
+        let _ = sync_dir(dir);
     }
     Ok(())
 }
@@ -1170,6 +1190,110 @@ mod tests {
             assert!(n.bytes().all(|b| b.is_ascii_hexdigit()));
         }
         assert_ne!(key_file_name("a"), key_file_name("a/"));
+    }
+
+    fn body(b: &'static [u8]) -> impl Stream<Item = std::result::Result<Bytes, BodyError>> + Unpin {
+        futures::stream::iter(vec![Ok(Bytes::from_static(b))])
+    }
+
+    fn meta(key: &str, staged: &Staged) -> ObjectMeta {
+        ObjectMeta {
+            key: key.into(),
+            size: staged.size,
+            etag: hex::encode(staged.md5),
+            last_modified_ms: now_ms(),
+            attrs: Attrs::default(),
+            checksums: staged.checksums.clone(),
+            parts: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn objects_survive_a_reopen_and_uploads_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_path_buf(), true).await.unwrap();
+        store.create_bucket("bk1").await.unwrap();
+        assert!(matches!(
+            store.create_bucket("bk1").await,
+            Err(StoreError::BucketExists)
+        ));
+        for (k, v) in [("a", &b"one"[..]), ("a/b", b"two"), ("a", b"three")] {
+            let st = store
+                .stage(body(v), 100, Algorithms::default())
+                .await
+                .unwrap();
+            let m = meta(k, &st);
+            store.commit_object("bk1", st, m).await.unwrap();
+        }
+        let up = store
+            .create_upload(
+                "bk1",
+                UploadMeta {
+                    key: "mp".into(),
+                    initiated_ms: now_ms(),
+                    attrs: Attrs::default(),
+                    checksum_algorithm: None,
+                },
+            )
+            .await
+            .unwrap();
+        let st = store
+            .stage(body(b"part"), 100, Algorithms::default())
+            .await
+            .unwrap();
+        let part = PartMeta {
+            part_number: 1,
+            size: st.size,
+            etag: hex::encode(st.md5),
+            last_modified_ms: now_ms(),
+            checksums: Checksums::default(),
+        };
+        store.commit_part("bk1", &up, st, part).await.unwrap();
+        // A staged body never committed leaves nothing behind.
+        drop(
+            store
+                .stage(body(b"abandoned"), 100, Algorithms::default())
+                .await
+                .unwrap(),
+        );
+        assert!(matches!(
+            store
+                .stage(body(b"too long"), 3, Algorithms::default())
+                .await,
+            Err(StoreError::TooLarge(3))
+        ));
+        drop(store);
+
+        let store = Store::open(dir.path().to_path_buf(), true).await.unwrap();
+        let keys = store
+            .with_index("bk1", |i| i.keys().cloned().collect::<Vec<_>>())
+            .unwrap();
+        assert_eq!(keys, ["a", "a/b"]);
+        let o = store.open_object("bk1", "a").await.unwrap();
+        assert_eq!(o.meta.size, 5);
+        assert!(matches!(
+            store.delete_bucket("bk1").await,
+            Err(StoreError::BucketNotEmpty)
+        ));
+        assert_eq!(store.list_uploads("bk1").await.unwrap().len(), 1);
+        assert_eq!(store.expire_uploads(now_ms() - 60_000).await.unwrap(), 0);
+        assert_eq!(store.expire_uploads(now_ms() + 1).await.unwrap(), 1);
+        assert!(store.list_uploads("bk1").await.unwrap().is_empty());
+        assert!(store.delete_object("bk1", "a").await.unwrap());
+        assert!(!store.delete_object("bk1", "a").await.unwrap());
+        assert!(store.delete_object("bk1", "a/b").await.unwrap());
+        store.delete_bucket("bk1").await.unwrap();
+        assert!(store.list_buckets().is_empty());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("buckets"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 
     #[test]
