@@ -3,8 +3,8 @@
 
 use crate::listing::{self, Entry, Query};
 use crate::store::{
-    Algorithms, Attrs, BodyError, Checksums, ObjectMeta, PartMeta, Staged, Store, StoreError,
-    UploadMeta, now_ms,
+    Algorithms, Attrs, BodyError, Checksums, Condition, ObjectMeta, PartMeta, Staged, Store,
+    StoreError, UploadMeta, now_ms,
 };
 use base64::Engine as _;
 use s3s::dto::*;
@@ -63,6 +63,10 @@ pub fn store_error(e: StoreError) -> S3Error {
             "Your proposed upload exceeds the maximum allowed size of {max} bytes"
         ),
         StoreError::Body(e) => body_error(&e),
+        StoreError::PreconditionFailed => s3_error!(
+            PreconditionFailed,
+            "At least one of the pre-conditions you specified did not hold"
+        ),
         StoreError::Busy => s3_error!(
             OperationAborted,
             "A conflicting conditional operation is currently in progress against this resource. Please try again."
@@ -465,6 +469,7 @@ impl S3 for Objects {
             return Err(store_error(StoreError::NoSuchBucket));
         }
         Self::check_length(input.content_length, self.limits.max_object_size)?;
+        let cond = write_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
         let md5 = parse_md5(input.content_md5.as_deref())?;
         let stated = stated(
             &input.checksum_crc32,
@@ -507,7 +512,7 @@ impl S3 for Objects {
         };
         let meta = self
             .store
-            .commit_object(&input.bucket, staged, meta)
+            .commit_object(&input.bucket, staged, meta, cond)
             .await
             .map_err(store_error)?;
         Ok(S3Response::new(PutObjectOutput {
@@ -794,7 +799,7 @@ impl S3 for Objects {
         };
         let meta = self
             .store
-            .commit_object(&input.bucket, staged, meta)
+            .commit_object(&input.bucket, staged, meta, Condition::None)
             .await
             .map_err(store_error)?;
         Ok(S3Response::new(CopyObjectOutput {
@@ -1336,6 +1341,23 @@ fn collect(page: listing::Page<'_, crate::store::Summary>, url: bool) -> Collect
         }
     }
     (contents, prefixes, page.truncated, next)
+}
+
+/// The precondition of a PutObject.
+fn write_condition(
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+) -> S3Result<Condition> {
+    match (if_match, if_none_match) {
+        (None, None) => Ok(Condition::None),
+        (None, Some(ETagCondition::Any)) => Ok(Condition::Absent),
+        (Some(ETagCondition::Any), None) => Ok(Condition::Exists),
+        (Some(ETagCondition::ETag(e)), None) => Ok(Condition::ETag(e.value().to_string())),
+        _ => Err(s3_error!(
+            NotImplemented,
+            "only If-None-Match: * or a single If-Match is supported on writes"
+        )),
+    }
 }
 
 fn condition_matches(cond: &ETagCondition, tag: &str) -> bool {

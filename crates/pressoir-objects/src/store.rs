@@ -62,6 +62,8 @@ pub enum StoreError {
     Body(BodyError),
     #[error("corrupt object file '{0}'")]
     Corrupt(PathBuf),
+    #[error("the write's precondition does not hold")]
+    PreconditionFailed,
     #[error("another completion of this upload is under way")]
     Busy,
     #[error("i/o: {0}")]
@@ -180,6 +182,18 @@ pub struct PartMeta {
     pub last_modified_ms: i64,
     #[serde(default)]
     pub checksums: Checksums,
+}
+
+/// A write's precondition, checked atomically with the write (`If-None-Match` / `If-Match`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    None,
+    /// `If-None-Match: *`: only if the key does not exist.
+    Absent,
+    /// `If-Match: *`: only if the key exists.
+    Exists,
+    /// `If-Match: "<etag>"`: only if the current object has this ETag.
+    ETag(String),
 }
 
 /// A body written to a temp file, not yet visible. Dropping it removes the file.
@@ -556,6 +570,7 @@ impl Store {
         bucket: &str,
         staged: Staged,
         meta: ObjectMeta,
+        cond: Condition,
     ) -> Result<ObjectMeta> {
         let b = self.bucket(bucket)?;
         let fsync = self.fsync;
@@ -569,7 +584,7 @@ impl Store {
             if fsync {
                 file.sync_all()?;
             }
-            publish(&b, fsync, staged, &target, &meta2)
+            publish(&b, fsync, staged, &target, &meta2, &cond)
         })
         .await?;
         Ok(meta)
@@ -998,7 +1013,7 @@ impl Store {
             if fsync {
                 file.sync_all()?;
             }
-            publish(&b2, fsync, staged, &target, &meta)?;
+            publish(&b2, fsync, staged, &target, &meta, &Condition::None)?;
             Ok(meta)
         })
         .await?;
@@ -1090,10 +1105,21 @@ fn publish(
     mut staged: Staged,
     target: &Path,
     meta: &ObjectMeta,
+    cond: &Condition,
 ) -> Result<()> {
     let mut index = b.index.lock().expect("index lock");
     if b.deleted.load(std::sync::atomic::Ordering::SeqCst) {
         return Err(StoreError::NoSuchBucket);
+    }
+    let current = index.get(&meta.key).map(|s| s.etag.as_str());
+    let holds = match cond {
+        Condition::None => true,
+        Condition::Absent => current.is_none(),
+        Condition::ETag(e) => current == Some(e.as_str()),
+        Condition::Exists => current.is_some(),
+    };
+    if !holds {
+        return Err(StoreError::PreconditionFailed);
     }
     if let Some(dir) = target.parent() {
         std::fs::create_dir_all(dir)?;
@@ -1223,7 +1249,10 @@ mod tests {
                 .await
                 .unwrap();
             let m = meta(k, &st);
-            store.commit_object("bk1", st, m).await.unwrap();
+            store
+                .commit_object("bk1", st, m, Condition::None)
+                .await
+                .unwrap();
         }
         let up = store
             .create_upload(

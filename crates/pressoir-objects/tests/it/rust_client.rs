@@ -5,7 +5,7 @@ use crate::common::*;
 use futures::TryStreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
-use object_store::{ObjectStore, PutPayload, WriteMultipart};
+use object_store::{ObjectStore, PutMode, PutPayload, WriteMultipart};
 
 pub fn client(url: &str, bucket: &str, key: &str, secret: &str) -> AmazonS3 {
     AmazonS3Builder::new()
@@ -76,6 +76,24 @@ async fn object_store_put_get_list_multipart_with_the_agents_key() {
         .unwrap();
     let dirs: Vec<String> = top.common_prefixes.iter().map(|p| p.to_string()).collect();
     assert_eq!(dirs, ["sites/a+b c", "sites/site1.local"]);
+
+    // Create-only writes (If-None-Match: *), as a backup that must never be overwritten.
+    let once = Path::from("sites/once");
+    s3.put_opts(&once, PutPayload::from_static(b"1"), PutMode::Create.into())
+        .await
+        .unwrap();
+    let again = s3
+        .put_opts(&once, PutPayload::from_static(b"2"), PutMode::Create.into())
+        .await;
+    assert!(
+        matches!(again, Err(object_store::Error::AlreadyExists { .. })),
+        "{again:?}"
+    );
+    assert_eq!(
+        s3.get(&once).await.unwrap().bytes().await.unwrap().as_ref(),
+        b"1"
+    );
+    s3.delete(&once).await.unwrap();
 
     s3.delete(&p).await.unwrap();
     assert!(matches!(

@@ -62,6 +62,12 @@ assert h["ContentLength"] == len(body) and h["Metadata"]["owner"] == "me"
 assert code(s3.head_object, Bucket="suite", Key="nope") == ("404", 404)
 assert code(s3.get_object, Bucket="suite", Key="nope") == ("NoSuchKey", 404)
 
+# Conditional writes
+s3.put_object(Bucket="suite", Key="once", Body=b"1", IfNoneMatch="*")
+assert code(s3.put_object, Bucket="suite", Key="once", Body=b"2", IfNoneMatch="*") == ("PreconditionFailed", 412)
+assert s3.get_object(Bucket="suite", Key="once")["Body"].read() == b"1"
+s3.delete_object(Bucket="suite", Key="once")
+
 # Range
 g = s3.get_object(Bucket="suite", Key="dir/a.txt", Range="bytes=6-10")
 assert g["Body"].read() == b"world" and g["ContentRange"] == "bytes 6-10/1100", g["ContentRange"]
