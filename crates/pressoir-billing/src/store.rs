@@ -643,7 +643,7 @@ fn event_row(r: &AnyRow) -> EventRow {
 /// whose (external_subscription_id, transaction_id) already existed; when there are any,
 /// nothing must be committed (the caller rolls back).
 pub async fn insert_events(c: &mut Conn, events: &[EventRow]) -> Result<Vec<usize>, Error> {
-    let mut inserted: Vec<(String, String)> = Vec::with_capacity(events.len());
+    let mut inserted: u64 = 0;
     for chunk in events.chunks(100) {
         let mut q = format!("INSERT INTO events ({EVENT_COLS}) VALUES ");
         for i in 0..chunk.len() {
@@ -665,10 +665,7 @@ pub async fn insert_events(c: &mut Conn, events: &[EventRow]) -> Result<Vec<usiz
                 b + 10
             ));
         }
-        q.push_str(
-            " ON CONFLICT (external_subscription_id, transaction_id) DO NOTHING \
-             RETURNING external_subscription_id, transaction_id",
-        );
+        q.push_str(" ON CONFLICT (external_subscription_id, transaction_id) DO NOTHING");
         let mut query = sqlx::query(&q);
         for e in chunk {
             query = query
@@ -683,24 +680,43 @@ pub async fn insert_events(c: &mut Conn, events: &[EventRow]) -> Result<Vec<usiz
                 .bind(&e.precise_total_amount_cents)
                 .bind(e.created_at);
         }
-        for r in query.fetch_all(&mut *c).await? {
-            inserted.push((r.get(0), r.get(1)));
-        }
+        inserted += query.execute(&mut *c).await?.rows_affected();
     }
-    if inserted.len() != events.len() {
-        // Which ones did not go in: a duplicate of a stored event or of an earlier one here.
-        let mut left: std::collections::HashMap<(String, String), usize> = Default::default();
-        for k in inserted {
-            *left.entry(k).or_default() += 1;
+    if inserted != events.len() as u64 {
+        // Some did not go in. Ours are the rows now stored under our lago_ids; every other
+        // event of the batch duplicates a stored event or an earlier one of the batch.
+        let mut ours = std::collections::HashSet::new();
+        let mut by_sub: BTreeMap<&str, Vec<&EventRow>> = BTreeMap::new();
+        for e in events {
+            by_sub
+                .entry(e.external_subscription_id.as_str())
+                .or_default()
+                .push(e);
         }
-        let mut dups = Vec::new();
-        for (i, e) in events.iter().enumerate() {
-            let k = (e.external_subscription_id.clone(), e.transaction_id.clone());
-            match left.get_mut(&k) {
-                Some(n) if *n > 0 => *n -= 1,
-                _ => dups.push(i),
+        for (sub, evs) in by_sub {
+            for chunk in evs.chunks(100) {
+                let list = (0..chunk.len())
+                    .map(|i| format!("${}", i + 2))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let q = format!(
+                    "SELECT lago_id FROM events WHERE external_subscription_id = $1 AND transaction_id IN ({list})"
+                );
+                let mut query = sqlx::query(&q).bind(sub);
+                for e in chunk {
+                    query = query.bind(&e.transaction_id);
+                }
+                for r in query.fetch_all(&mut *c).await? {
+                    ours.insert(r.get::<String, _>(0));
+                }
             }
         }
+        let dups = events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| !ours.contains(&e.lago_id))
+            .map(|(i, _)| i)
+            .collect();
         return Ok(dups);
     }
     let mut buckets: BTreeMap<(&str, &str, i64), Agg> = BTreeMap::new();

@@ -73,12 +73,11 @@ async fn hourly_buckets_agree_with_the_raw_events() {
         }
         // A duplicate transaction id is reported by index and, rolled back, counts nothing.
         let mut tx = st.begin().await.unwrap();
-        let dups = store::insert_events(
-            tx.conn(),
-            &[event(1000, base, Some(1)), event(5, base, Some(1))],
-        )
-        .await
-        .unwrap();
+        let mut dup = event(5, base, Some(1));
+        dup.lago_id = "another-id".into();
+        let dups = store::insert_events(tx.conn(), &[event(1000, base, Some(1)), dup])
+            .await
+            .unwrap();
         assert_eq!(dups, vec![1]);
         drop(tx);
         let all = store::agg(&mut c, "sub", "m", i64::MIN, i64::MAX)
