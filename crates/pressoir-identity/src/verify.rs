@@ -10,7 +10,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -97,7 +97,7 @@ impl VerifiedClaims {
 }
 
 struct Cached {
-    keys: HashMap<String, (DecodingKey, Algorithm)>,
+    keys: HashMap<String, Arc<(DecodingKey, Algorithm)>>,
     fetched: Option<Instant>,
 }
 
@@ -130,7 +130,7 @@ fn alg_of(jwk: &Jwk) -> Option<Algorithm> {
 
 /// The signing keys of a JWKS document. Keys this verifier cannot use (encryption keys,
 /// symmetric keys, unknown types) are skipped, not fatal.
-pub fn parse_jwks(doc: &Value) -> HashMap<String, (DecodingKey, Algorithm)> {
+pub fn parse_jwks(doc: &Value) -> HashMap<String, Arc<(DecodingKey, Algorithm)>> {
     let mut out = HashMap::new();
     let Some(keys) = doc.get("keys").and_then(Value::as_array) else {
         return out;
@@ -149,7 +149,7 @@ pub fn parse_jwks(doc: &Value) -> HashMap<String, (DecodingKey, Algorithm)> {
             continue;
         };
         if let Ok(key) = DecodingKey::from_jwk(&jwk) {
-            out.insert(kid, (key, alg));
+            out.insert(kid, Arc::new((key, alg)));
         }
     }
     out
@@ -176,7 +176,7 @@ impl BearerVerifier {
         &self.cfg
     }
 
-    fn lookup(&self, kid: &str) -> Option<(DecodingKey, Algorithm)> {
+    fn lookup(&self, kid: &str) -> Option<Arc<(DecodingKey, Algorithm)>> {
         let c = self.cache.read().unwrap_or_else(|p| p.into_inner());
         c.keys.get(kid).cloned()
     }
@@ -197,7 +197,7 @@ impl BearerVerifier {
             .await
             .map_err(|e| VerifyError::Jwks(e.without_url().to_string()))?;
         // Failed fetches count against the interval too, so a down issuer is not hammered.
-        let mark = |keys: Option<HashMap<String, (DecodingKey, Algorithm)>>| {
+        let mark = |keys: Option<HashMap<String, Arc<(DecodingKey, Algorithm)>>>| {
             let mut c = self.cache.write().unwrap_or_else(|p| p.into_inner());
             c.fetched = Some(Instant::now());
             if let Some(k) = keys {
@@ -220,7 +220,7 @@ impl BearerVerifier {
         }
     }
 
-    async fn key_for(&self, kid: &str) -> Result<(DecodingKey, Algorithm), VerifyError> {
+    async fn key_for(&self, kid: &str) -> Result<Arc<(DecodingKey, Algorithm)>, VerifyError> {
         if let Some(k) = self.lookup(kid) {
             return Ok(k);
         }
@@ -242,7 +242,8 @@ impl BearerVerifier {
     pub async fn verify(&self, token: &str) -> Result<VerifiedClaims, VerifyError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Malformed)?;
         let kid = header.kid.ok_or(VerifyError::UnknownKey)?;
-        let (key, alg) = self.key_for(&kid).await?;
+        let entry = self.key_for(&kid).await?;
+        let (key, alg) = (&entry.0, entry.1);
         if header.alg != alg {
             return Err(VerifyError::Algorithm);
         }
@@ -258,7 +259,7 @@ impl BearerVerifier {
             v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         }
         v.leeway = self.cfg.leeway_secs;
-        let data = jsonwebtoken::decode::<Value>(token, &key, &v).map_err(|e| {
+        let data = jsonwebtoken::decode::<Value>(token, key, &v).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;
             match e.kind() {
                 K::ExpiredSignature => VerifyError::Expired,
