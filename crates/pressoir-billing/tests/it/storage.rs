@@ -80,6 +80,15 @@ async fn hourly_buckets_agree_with_the_raw_events() {
             .unwrap();
         assert_eq!(dups, vec![1]);
         drop(tx);
+        // So is a repeat inside one batch.
+        let mut tx = st.begin().await.unwrap();
+        let mut again = event(2000, base, Some(1));
+        again.lago_id = "again".into();
+        let dups = store::insert_events(tx.conn(), &[event(2000, base, Some(1)), again])
+            .await
+            .unwrap();
+        assert_eq!(dups, vec![1]);
+        drop(tx);
         let all = store::agg(&mut c, "sub", "m", i64::MIN, i64::MAX)
             .await
             .unwrap();
