@@ -16,6 +16,15 @@
 //! delays and lockouts), `crypto` (aws-lc keys kept parsed, compact JWS, JWKS) and the SQL of
 //! `store`. `oauth` is the closed error vocabulary; `admin` the operations shared by the
 //! admin API, the CLI and the first-start seed.
+//!
+//! Where it differs from Keycloak, on purpose: client secrets are stored as SHA-256 (shown once,
+//! at creation); `aud` is the client's configured audience (its own id by default) rather than
+//! `account`; refresh tokens are HS256 JWTs only this service reads, single-use, and replaying
+//! one ends its session ("Stale token"); there is no browser SSO cookie, so every authorization
+//! request shows the login page and `prompt=none` answers `login_required`; `offline_access`
+//! is accepted but refresh tokens never outlive the session's idle and maximum times; the JWKS
+//! has no `enc` key and no `x5c`; brute-force counters and the token rate limit live in the
+//! process (per replica).
 
 pub mod admin;
 mod admin_http;
