@@ -5,6 +5,17 @@
 //!
 //! It is deliberately independent of the rest of this crate: it speaks only HTTP and JWT, so
 //! pointing it at another issuer is configuration alone.
+//!
+//! ```text
+//! // The issuer stays the public one; the keys can be fetched through an address that resolves
+//! // from the server (auth.localhost does not resolve everywhere; /realms/ routes on any host).
+//! let v = BearerVerifier::new(VerifierConfig {
+//!     jwks_url: "http://127.0.0.1:30080/realms/frappe-cloud/protocol/openid-connect/certs".into(),
+//!     ..VerifierConfig::keycloak("http://auth.localhost:30080/realms/frappe-cloud", "press")
+//! });
+//! let claims = v.verify(token).await?;   // Err(_) is a 401
+//! if claims.is_service_account && claims.client_id.as_deref() == Some("press") { /* system */ }
+//! ```
 
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
