@@ -310,7 +310,7 @@ async fn drain(client: &reqwest::Client, base: &str) {
                 .json()
                 .await
                 .expect("json");
-            busy |= !v["jobs"].as_array().map_or(true, |a| a.is_empty());
+            busy |= !v["jobs"].as_array().is_none_or(|a| a.is_empty());
         }
         if !busy {
             return;

@@ -7,6 +7,8 @@
 //! secrets), return or log a secret (job secrets are kept apart and wiped when a job ends),
 //! let a name escape its bench directory, or answer a 500 that carries internals.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod api;
 pub mod config;
 pub mod driver;

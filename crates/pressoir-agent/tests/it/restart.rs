@@ -32,7 +32,23 @@ fn child_agent() {
     });
 }
 
-fn spawn_child(dir: &Path) -> (Child, String) {
+/// A child agent, killed (SIGKILL) and reaped when dropped, so a failing test leaves none behind.
+struct ChildAgent(Child);
+
+impl ChildAgent {
+    fn kill_9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for ChildAgent {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}
+
+fn spawn_child(dir: &Path) -> (ChildAgent, String) {
     let _ = std::fs::remove_file(dir.join("addr"));
     let child = Command::new(std::env::current_exe().unwrap())
         .args([
@@ -46,12 +62,16 @@ fn spawn_child(dir: &Path) -> (Child, String) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let mut child = ChildAgent(child);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(a) = std::fs::read_to_string(dir.join("addr")) {
             return (child, format!("http://{a}"));
         }
-        assert!(Instant::now() < deadline, "the child agent did not start");
+        if Instant::now() > deadline {
+            child.kill_9();
+            panic!("the child agent did not start");
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -127,8 +147,7 @@ async fn kill_9_with_jobs_in_flight_loses_nothing_and_leaves_nothing_running() {
         assert!(Instant::now() < deadline, "no job finished");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    child.kill_9();
 
     let (mut child, base) = spawn_child(root.path());
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -144,8 +163,7 @@ async fn kill_9_with_jobs_in_flight_loses_nothing_and_leaves_nothing_running() {
         assert!(Instant::now() < deadline, "jobs stuck after the restart");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill_9();
     // Every step of these jobs may run again, so every job ends Success after the restart.
     for j in &jobs {
         assert_eq!(j["status"], "Success", "{j}");
