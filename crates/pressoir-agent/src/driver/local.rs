@@ -518,9 +518,9 @@ impl LocalDriver {
 }
 
 async fn init_db(db: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-    sqlx::query(SCHEMA).execute(&mut *db).await?;
     let now = now_text();
     let mut tx = db.begin().await?;
+    sqlx::query(SCHEMA).execute(&mut *tx).await?;
     for (user, kind) in [("Administrator", "System User"), ("Guest", "Website User")] {
         sqlx::query("INSERT OR IGNORE INTO tabUser (name, first_name, user_type, creation) VALUES (?1, ?1, ?2, ?3)")
             .bind(user)

@@ -271,6 +271,20 @@ async fn jobs_on_one_site_run_in_submission_order() {
         );
     }
     assert_eq!(site_config(&a, "order.localhost")["n"], 7);
+    // Jobs on different sites ran at the same time.
+    let others: Vec<(i64, i64)> = done
+        .iter()
+        .filter(|j| j["job_type"] == "New Site" && j["result"]["site"] != "order.localhost")
+        .map(|j| (ms(&j["started_at"]), ms(&j["ended_at"])))
+        .collect();
+    let overlap = others
+        .iter()
+        .enumerate()
+        .any(|(i, a)| others.iter().skip(i + 1).any(|b| a.0 < b.1 && b.0 < a.1));
+    assert!(
+        overlap,
+        "no two sites were worked on in parallel: {others:?}"
+    );
 }
 
 #[tokio::test]
