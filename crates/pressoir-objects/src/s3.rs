@@ -509,6 +509,7 @@ impl S3 for Objects {
             ),
             checksums: staged.checksums.clone(),
             parts: None,
+            segments: None,
         };
         let meta = self
             .store
@@ -796,6 +797,7 @@ impl S3 for Objects {
             attrs: new_attrs,
             checksums: staged.checksums.clone(),
             parts: None,
+            segments: None,
         };
         let meta = self
             .store

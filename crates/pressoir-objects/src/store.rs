@@ -8,7 +8,12 @@
 //! buckets/<bucket>/objects/<h2>/<h64>     one object: data, then a JSON trailer
 //! buckets/<bucket>/uploads/<id>/upload.json  a multipart upload's key and attributes
 //! buckets/<bucket>/uploads/<id>/<nnnnn>   one part: data, then a JSON trailer
+//! buckets/<bucket>/segments/<id>/<nnnnn>  the parts of a completed multipart object
 //! ```
+//!
+//! Completing a multipart upload copies nothing: the upload's directory becomes the
+//! object's segments and the object file holds only the trailer naming them. Segments are
+//! removed when their object is replaced or deleted, but not while a reader streams them.
 //!
 //! `<h64>` is the hex SHA-256 of the key: a key never becomes a path, so no key, whatever its
 //! bytes, can name a file outside its bucket. Each object file carries its own metadata in a
@@ -143,6 +148,27 @@ pub struct ObjectMeta {
     pub checksums: Checksums,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parts: Option<u32>,
+    /// Set for a multipart object: its data lives in these segment files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segments: Option<Segments>,
+}
+
+impl ObjectMeta {
+    /// Whether a file whose data part is `data_len` bytes holds this object.
+    fn fits(&self, data_len: u64) -> bool {
+        match &self.segments {
+            Some(s) => data_len == 0 && s.parts.iter().map(|p| p.1).sum::<u64>() == self.size,
+            None => data_len == self.size,
+        }
+    }
+}
+
+/// The parts a multipart object is made of, kept in `segments/<id>/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segments {
+    pub id: String,
+    /// `(part number, size)` in object order.
+    pub parts: Vec<(i32, u64)>,
 }
 
 /// What listing needs of an object.
@@ -151,6 +177,8 @@ pub struct Summary {
     pub size: u64,
     pub etag: String,
     pub last_modified_ms: i64,
+    /// The segments id of a multipart object.
+    pub seg: Option<String>,
 }
 
 impl From<&ObjectMeta> for Summary {
@@ -159,6 +187,7 @@ impl From<&ObjectMeta> for Summary {
             size: m.size,
             etag: m.etag.clone(),
             last_modified_ms: m.last_modified_ms,
+            seg: m.segments.as_ref().map(|s| s.id.clone()),
         }
     }
 }
@@ -233,11 +262,22 @@ pub struct OpenObject {
     file: File,
     /// The whole data when the object is small.
     small: Option<Bytes>,
+    /// A multipart object's segments, held open against removal.
+    seg: Option<SegRef>,
 }
 
 impl OpenObject {
     /// The bytes `[start, start+len)` as a stream.
     pub fn stream(self, start: u64, len: u64) -> BoxByteStream {
+        if let (Some(guard), Some(segs)) = (self.seg, &self.meta.segments) {
+            let dir = guard.dir();
+            return Box::pin(SegStream {
+                dir,
+                pieces: pieces(&segs.parts, start, len),
+                cur: None,
+                _guard: guard,
+            });
+        }
         if let Some(b) = self.small {
             let s = start as usize;
             let chunk = b.slice(s..s + len as usize);
@@ -249,6 +289,217 @@ impl OpenObject {
         }
         let limited = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), len);
         Box::pin(tokio_util::io::ReaderStream::with_capacity(limited, IO_BUF))
+    }
+}
+
+/// Which `(part, offset, len)` pieces of the segments cover `[start, start+len)`.
+fn pieces(
+    parts: &[(i32, u64)],
+    start: u64,
+    len: u64,
+) -> std::collections::VecDeque<(i32, u64, u64)> {
+    let mut out = std::collections::VecDeque::new();
+    let (mut at, end) = (0u64, start + len);
+    for &(n, size) in parts {
+        let (lo, hi) = (at.max(start), (at + size).min(end));
+        if lo < hi {
+            out.push_back((n, lo - at, hi - lo));
+        }
+        at += size;
+        if at >= end {
+            break;
+        }
+    }
+    out
+}
+
+/// Streams a multipart object's segments one after the other.
+struct SegStream {
+    dir: PathBuf,
+    pieces: std::collections::VecDeque<(i32, u64, u64)>,
+    cur: Option<tokio_util::io::ReaderStream<tokio::io::Take<tokio::fs::File>>>,
+    _guard: SegRef,
+}
+
+impl Stream for SegStream {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        loop {
+            if let Some(cur) = this.cur.as_mut() {
+                match std::pin::Pin::new(cur).poll_next(cx) {
+                    Poll::Ready(None) => this.cur = None,
+                    other => return other,
+                }
+            }
+            let Some((n, off, len)) = this.pieces.pop_front() else {
+                return Poll::Ready(None);
+            };
+            let opened = File::open(this.dir.join(format!("{n:05}"))).and_then(|mut f| {
+                f.seek(SeekFrom::Start(off))?;
+                Ok(f)
+            });
+            match opened {
+                Ok(f) => {
+                    let limited = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(f), len);
+                    this.cur = Some(tokio_util::io::ReaderStream::with_capacity(limited, IO_BUF));
+                }
+                Err(e) => return Poll::Ready(Some(Err(e))),
+            }
+        }
+    }
+}
+
+/// Readers of segments, and segments to remove once their last reader is done.
+#[derive(Default)]
+struct SegState {
+    readers: HashMap<String, usize>,
+    doomed: std::collections::HashSet<String>,
+}
+
+/// One reader's hold on a bucket's segments `id`.
+struct SegRef {
+    bucket: Arc<Bucket>,
+    id: String,
+}
+
+impl SegRef {
+    fn dir(&self) -> PathBuf {
+        self.bucket.dir.join("segments").join(&self.id)
+    }
+}
+
+impl Drop for SegRef {
+    fn drop(&mut self) {
+        let mut st = self.bucket.segs.lock().expect("segments lock");
+        let left = st.readers.get_mut(&self.id).map(|n| {
+            *n -= 1;
+            *n
+        });
+        if left == Some(0) {
+            st.readers.remove(&self.id);
+            if st.doomed.remove(&self.id) {
+                remove_segments_locked(&self.bucket, &self.id);
+            }
+        }
+    }
+}
+
+/// Removes segments `id` (the caller holds the segments lock): moved aside at once, the
+/// files deleted off the async threads when possible.
+fn remove_segments_locked(b: &Bucket, id: &str) {
+    let dir = b.dir.join("segments").join(id);
+    // Into the store's tmp/ (same filesystem, emptied at start), so the name is free at once.
+    let tmp = b
+        .dir
+        .parent()
+        .and_then(Path::parent)
+        .map_or_else(|| b.dir.join("segments"), |root| root.join("tmp"));
+    let trash = tmp.join(format!("gone-{}", uuid::Uuid::new_v4().simple()));
+    if std::fs::rename(&dir, &trash).is_err() {
+        return;
+    }
+    let rm = move || {
+        let _ = std::fs::remove_dir_all(&trash);
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) => drop(h.spawn_blocking(rm)),
+        Err(_) => rm(),
+    }
+}
+
+/// Segments `id` are no longer any object's: remove them, or once their readers are done.
+fn release_segments(b: &Bucket, id: &str) {
+    let mut st = b.segs.lock().expect("segments lock");
+    if st.readers.get(id).is_some_and(|n| *n > 0) {
+        st.doomed.insert(id.to_string());
+    } else {
+        remove_segments_locked(b, id);
+    }
+}
+
+/// Opens an object's file and, for a multipart object, takes a hold on its segments, so a
+/// concurrent overwrite cannot remove them under the reader.
+fn open_held(
+    b: &Arc<Bucket>,
+    path: &Path,
+    key: &str,
+) -> Result<(File, ObjectMeta, u64, Option<SegRef>)> {
+    for _ in 0..3 {
+        let mut file = File::open(path).map_err(|e| {
+            if not_found(&e) {
+                StoreError::NoSuchKey
+            } else {
+                e.into()
+            }
+        })?;
+        let (meta, data_len) = read_trailer::<ObjectMeta>(&mut file, path)?;
+        if meta.key != key || !meta.fits(data_len) {
+            return Err(StoreError::NoSuchKey);
+        }
+        let Some(segs) = &meta.segments else {
+            return Ok((file, meta, data_len, None));
+        };
+        let mut st = b.segs.lock().expect("segments lock");
+        // Still there means not yet removed; from now on removal waits for this reader.
+        if b.dir.join("segments").join(&segs.id).is_dir() && !st.doomed.contains(&segs.id) {
+            *st.readers.entry(segs.id.clone()).or_insert(0) += 1;
+            let guard = SegRef {
+                bucket: b.clone(),
+                id: segs.id.clone(),
+            };
+            drop(st);
+            return Ok((file, meta, data_len, Some(guard)));
+        }
+        // Replaced meanwhile: read the key again.
+    }
+    Err(StoreError::NoSuchKey)
+}
+
+/// Reads `[start, start+len)` of an object into `out`, hashing it.
+fn copy_data(
+    file: &mut File,
+    meta: &ObjectMeta,
+    seg_dir: Option<&Path>,
+    start: u64,
+    len: u64,
+    out: &mut File,
+    md5: &mut Md5,
+    hasher: &mut ChecksumHasher,
+) -> Result<()> {
+    let mut buf = vec![0u8; IO_BUF];
+    let mut pump = |src: &mut File, mut left: u64, path: &Path| -> Result<()> {
+        while left > 0 {
+            let n = src.read(&mut buf[..left.min(IO_BUF as u64) as usize])?;
+            if n == 0 {
+                return Err(StoreError::Corrupt(path.to_path_buf()));
+            }
+            md5.update(&buf[..n]);
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n])?;
+            left -= n as u64;
+        }
+        Ok(())
+    };
+    match (&meta.segments, seg_dir) {
+        (Some(segs), Some(dir)) => {
+            for (n, off, l) in pieces(&segs.parts, start, len) {
+                let path = dir.join(format!("{n:05}"));
+                let mut f = File::open(&path)?;
+                f.seek(SeekFrom::Start(off))?;
+                pump(&mut f, l, &path)?;
+            }
+            Ok(())
+        }
+        _ => {
+            file.seek(SeekFrom::Start(start))?;
+            pump(file, len, Path::new("object"))
+        }
     }
 }
 
@@ -265,6 +516,7 @@ struct Bucket {
     completed: Mutex<HashMap<String, (String, String)>>,
     /// Uploads whose completion is under way.
     completing: Mutex<std::collections::HashSet<String>>,
+    segs: Mutex<SegState>,
 }
 
 pub struct Store {
@@ -390,6 +642,7 @@ impl Store {
                 .and_then(|b| serde_json::from_slice::<BucketFile>(&b).ok())
                 .map_or(0, |b| b.created_ms);
             let index = load_index(&dir.join("objects"))?;
+            remove_unreferenced_segments(&dir.join("segments"), &index)?;
             buckets.insert(
                 name,
                 Arc::new(Bucket {
@@ -399,6 +652,7 @@ impl Store {
                     index: Mutex::new(index),
                     completed: Mutex::new(HashMap::new()),
                     completing: Mutex::new(Default::default()),
+                    segs: Mutex::new(SegState::default()),
                 }),
             );
         }
@@ -482,6 +736,7 @@ impl Store {
                 index: Mutex::new(BTreeMap::new()),
                 completed: Mutex::new(HashMap::new()),
                 completing: Mutex::new(Default::default()),
+                segs: Mutex::new(SegState::default()),
             }),
         );
         Ok(())
@@ -621,18 +876,8 @@ impl Store {
         let path = Self::object_path(&b, key);
         let key = key.to_string();
         blocking(move || {
-            let mut file = File::open(&path).map_err(|e| {
-                if not_found(&e) {
-                    StoreError::NoSuchKey
-                } else {
-                    e.into()
-                }
-            })?;
-            let (meta, data_len) = read_trailer::<ObjectMeta>(&mut file, &path)?;
-            if meta.key != key || meta.size != data_len {
-                return Err(StoreError::NoSuchKey);
-            }
-            let small = if data_len <= SMALL_READ {
+            let (mut file, meta, data_len, seg) = open_held(&b, &path, &key)?;
+            let small = if seg.is_none() && data_len <= SMALL_READ {
                 let mut buf = vec![0u8; data_len as usize];
                 file.seek(SeekFrom::Start(0))?;
                 file.read_exact(&mut buf)?;
@@ -640,7 +885,12 @@ impl Store {
             } else {
                 None
             };
-            Ok(OpenObject { meta, file, small })
+            Ok(OpenObject {
+                meta,
+                file,
+                small,
+                seg,
+            })
         })
         .await
     }
@@ -650,14 +900,19 @@ impl Store {
         let b = self.bucket(bucket)?;
         let path = Self::object_path(&b, key);
         let mut index = b.index.lock().expect("index lock");
-        if index.remove(key).is_none() {
+        let Some(old) = index.remove(key) else {
             return Ok(false);
-        }
+        };
         match std::fs::remove_file(&path) {
-            Ok(()) => Ok(true),
-            Err(e) if not_found(&e) => Ok(true),
-            Err(e) => Err(e.into()),
+            Ok(()) => {}
+            Err(e) if not_found(&e) => {}
+            Err(e) => return Err(e.into()),
         }
+        drop(index);
+        if let Some(id) = old.seg {
+            release_segments(&b, &id);
+        }
+        Ok(true)
     }
 
     /// Runs `f` over the bucket's sorted key index.
@@ -684,19 +939,8 @@ impl Store {
         let dst = self.tmp.join(uuid::Uuid::new_v4().simple().to_string());
         let key = key.to_string();
         blocking(move || {
-            let mut file = File::open(&src).map_err(|e| {
-                if not_found(&e) {
-                    StoreError::NoSuchKey
-                } else {
-                    e.into()
-                }
-            })?;
-            let (meta, data_len) = read_trailer::<ObjectMeta>(&mut file, &src)?;
-            if meta.key != key {
-                return Err(StoreError::NoSuchKey);
-            }
-            let (start, len) = range.unwrap_or((0, data_len));
-            file.seek(SeekFrom::Start(start))?;
+            let (mut file, meta, _, seg) = open_held(&b, &src, &key)?;
+            let (start, len) = range.unwrap_or((0, meta.size));
             let out = File::create_new(&dst)?;
             let mut staged = Staged {
                 path: dst,
@@ -708,19 +952,19 @@ impl Store {
             };
             let mut md5 = Md5::new();
             let mut hasher = algos.hasher();
-            let mut buf = vec![0u8; IO_BUF];
-            let mut left = len;
+            let seg_dir = seg.as_ref().map(SegRef::dir);
             let out = staged.file.as_mut().expect("just opened");
-            while left > 0 {
-                let n = file.read(&mut buf[..left.min(IO_BUF as u64) as usize])?;
-                if n == 0 {
-                    return Err(StoreError::Corrupt(src));
-                }
-                md5.update(&buf[..n]);
-                hasher.update(&buf[..n]);
-                out.write_all(&buf[..n])?;
-                left -= n as u64;
-            }
+            copy_data(
+                &mut file,
+                &meta,
+                seg_dir.as_deref(),
+                start,
+                len,
+                out,
+                &mut md5,
+                &mut hasher,
+            )?;
+            drop(seg);
             staged.size = len;
             staged.md5 = md5.finalize();
             let c = hasher.finalize();
@@ -945,7 +1189,6 @@ impl Store {
         let picked = blocking(move || validate_parts(&dir2, &chosen, min_part_size)).await?;
         Ok(Completion {
             guard,
-            bucket: bucket.to_string(),
             dir,
             key: key.to_string(),
             upload,
@@ -967,53 +1210,79 @@ impl Store {
             plan.upload.clone(),
             plan.picked.clone(),
         );
+        let id = plan.guard.id.clone();
         let meta = blocking(move || {
-            let out = File::create_new(&tmp)?;
-            let mut staged = Staged {
-                path: tmp,
-                file: Some(out),
-                mem: Vec::new(),
-                size: 0,
-                md5: [0; 16],
-                checksums: Checksums::default(),
-            };
-            let mut md5s = Md5::new();
-            {
-                let out = staged.file.as_mut().expect("just opened");
-                for p in &picked {
-                    let path = dir.join(format!("{:05}", p.part_number));
-                    let src = File::open(&path).map_err(|e| {
-                        if not_found(&e) {
-                            StoreError::NoSuchUpload
-                        } else {
-                            e.into()
-                        }
-                    })?;
-                    let copied = io::copy(&mut src.take(p.size), out)?;
-                    if copied != p.size {
-                        return Err(StoreError::Corrupt(path));
-                    }
-                    let raw =
-                        hex::decode(&p.etag).map_err(|_| StoreError::Corrupt(path.clone()))?;
-                    md5s.update(&raw);
-                    staged.size += p.size;
+            // Parts the client did not name are dropped; the rest become the segments.
+            let chosen: std::collections::HashSet<String> = picked
+                .iter()
+                .map(|p| format!("{:05}", p.part_number))
+                .collect();
+            for entry in std::fs::read_dir(&dir).map_err(|e| {
+                if not_found(&e) {
+                    StoreError::NoSuchUpload
+                } else {
+                    StoreError::from(e)
+                }
+            })? {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().to_string();
+                if name.len() == 5
+                    && name.bytes().all(|c| c.is_ascii_digit())
+                    && !chosen.contains(&name)
+                {
+                    std::fs::remove_file(entry.path())?;
                 }
             }
+            let mut md5s = Md5::new();
+            for p in &picked {
+                let raw = hex::decode(&p.etag).map_err(|_| StoreError::Corrupt(dir.clone()))?;
+                md5s.update(&raw);
+            }
+            let size = picked.iter().map(|p| p.size).sum();
             let meta = ObjectMeta {
                 key,
-                size: staged.size,
+                size,
                 etag: format!("{}-{}", hex::encode(md5s.finalize()), picked.len()),
                 last_modified_ms: now_ms(),
                 attrs: upload.attrs,
                 checksums: Checksums::default(),
                 parts: Some(picked.len() as u32),
+                segments: Some(Segments {
+                    id: id.clone(),
+                    parts: picked.iter().map(|p| (p.part_number, p.size)).collect(),
+                }),
             };
-            let file = staged.file.as_mut().expect("still open");
+            let mut staged = Staged {
+                path: tmp,
+                file: None,
+                mem: Vec::new(),
+                size,
+                md5: [0; 16],
+                checksums: Checksums::default(),
+            };
+            let file = staged.file()?;
             write_trailer(file, &meta)?;
             if fsync {
                 file.sync_all()?;
             }
-            publish(&b2, fsync, staged, &target, &meta, &Condition::None)?;
+            let segs_root = b2.dir.join("segments");
+            std::fs::create_dir_all(&segs_root)?;
+            let seg_dir = segs_root.join(&id);
+            std::fs::rename(&dir, &seg_dir).map_err(|e| {
+                if not_found(&e) {
+                    StoreError::NoSuchUpload
+                } else {
+                    StoreError::from(e)
+                }
+            })?;
+            if fsync {
+                let _ = sync_dir(&segs_root);
+                let _ = sync_dir(&b2.dir.join("uploads"));
+            }
+            if let Err(e) = publish(&b2, fsync, staged, &target, &meta, &Condition::None) {
+                let _ = std::fs::remove_dir_all(&seg_dir);
+                return Err(e);
+            }
             Ok(meta)
         })
         .await?;
@@ -1021,7 +1290,6 @@ impl Store {
             .lock()
             .expect("completed lock")
             .insert(plan.guard.id.clone(), (meta.key.clone(), meta.etag.clone()));
-        self.abort_upload(&plan.bucket, &plan.guard.id).await?;
         drop(plan);
         Ok(meta)
     }
@@ -1030,7 +1298,6 @@ impl Store {
 /// A checked CompleteMultipartUpload, ready to be joined.
 pub struct Completion {
     guard: CompletingGuard,
-    bucket: String,
     dir: PathBuf,
     key: String,
     upload: UploadMeta,
@@ -1131,8 +1398,13 @@ fn publish(
     }
     staged.file.take();
     // The temp path no longer exists; Drop's remove_file is a harmless no-op.
-    index.insert(meta.key.clone(), Summary::from(meta));
+    let old = index.insert(meta.key.clone(), Summary::from(meta));
     drop(index);
+    if let Some(id) = old.and_then(|o| o.seg) {
+        if meta.segments.as_ref().is_none_or(|s| s.id != id) {
+            release_segments(b, &id);
+        }
+    }
     if fsync && let Some(dir) = target.parent() {
         let _ = sync_dir(dir);
     }
@@ -1167,6 +1439,26 @@ fn read_parts(dir: &Path) -> Result<Vec<PartMeta>> {
     Ok(parts)
 }
 
+/// Segments no object names (a crash between a completion's rename and its publish, or a
+/// removal cut short) are deleted at start.
+fn remove_unreferenced_segments(segments: &Path, index: &BTreeMap<String, Summary>) -> Result<()> {
+    let entries = match std::fs::read_dir(segments) {
+        Ok(e) => e,
+        Err(e) if not_found(&e) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let used: std::collections::HashSet<&str> =
+        index.values().filter_map(|s| s.seg.as_deref()).collect();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if !used.contains(name.as_str()) {
+            std::fs::remove_dir_all(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
 fn load_index(objects: &Path) -> Result<BTreeMap<String, Summary>> {
     let mut index = BTreeMap::new();
     let fans = match std::fs::read_dir(objects) {
@@ -1185,7 +1477,7 @@ fn load_index(objects: &Path) -> Result<BTreeMap<String, Summary>> {
             let mut f = File::open(&path)?;
             match read_trailer::<ObjectMeta>(&mut f, &path) {
                 Ok((meta, len))
-                    if meta.size == len
+                    if meta.fits(len)
                         && entry.file_name().to_str() == Some(&key_file_name(&meta.key)) =>
                 {
                     index.insert(meta.key.clone(), Summary::from(&meta));
@@ -1231,6 +1523,7 @@ mod tests {
             attrs: Attrs::default(),
             checksums: staged.checksums.clone(),
             parts: None,
+            segments: None,
         }
     }
 
@@ -1323,6 +1616,115 @@ mod tests {
                 .count(),
             0
         );
+    }
+
+    #[test]
+    fn pieces_cover_ranges_across_segments() {
+        let parts = [(1, 5), (2, 5), (4, 3)];
+        assert_eq!(
+            Vec::from(pieces(&parts, 0, 13)),
+            [(1, 0, 5), (2, 0, 5), (4, 0, 3)]
+        );
+        assert_eq!(Vec::from(pieces(&parts, 4, 3)), [(1, 4, 1), (2, 0, 2)]);
+        assert_eq!(Vec::from(pieces(&parts, 10, 3)), [(4, 0, 3)]);
+        assert_eq!(Vec::from(pieces(&parts, 6, 0)), []);
+    }
+
+    async fn upload(store: &Store, key: &str, parts: &[&'static [u8]]) -> Completion {
+        let id = store
+            .create_upload(
+                "bk1",
+                UploadMeta {
+                    key: key.into(),
+                    initiated_ms: now_ms(),
+                    attrs: Attrs::default(),
+                    checksum_algorithm: None,
+                },
+            )
+            .await
+            .unwrap();
+        let mut chosen = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            let st = store
+                .stage(body(p), 100, Algorithms::default())
+                .await
+                .unwrap();
+            let part = PartMeta {
+                part_number: i as i32 + 1,
+                size: st.size,
+                etag: hex::encode(st.md5),
+                last_modified_ms: now_ms(),
+                checksums: Checksums::default(),
+            };
+            chosen.push((part.part_number, part.etag.clone()));
+            store.commit_part("bk1", &id, st, part).await.unwrap();
+        }
+        store
+            .plan_completion("bk1", &id, key, chosen, 0)
+            .await
+            .unwrap()
+    }
+
+    async fn read_all(o: OpenObject, start: u64, len: u64) -> Vec<u8> {
+        let mut s = o.stream(start, len);
+        let mut out = Vec::new();
+        while let Some(c) = s.next().await {
+            out.extend_from_slice(&c.unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn multipart_objects_are_segments_that_outlive_their_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_path_buf(), true).await.unwrap();
+        store.create_bucket("bk1").await.unwrap();
+        let plan = upload(&store, "mp", &[b"hello ", b"multipart ", b"world"]).await;
+        let id = plan.guard.id.clone();
+        let busy = store
+            .plan_completion("bk1", &id, "mp", vec![(1, String::new())], 0)
+            .await;
+        assert!(matches!(busy, Err(StoreError::Busy)));
+        let meta = store.finish_completion(plan).await.unwrap();
+        assert_eq!((meta.size, meta.parts), (21, Some(3)));
+        assert!(meta.etag.ends_with("-3"));
+        assert!(store.list_uploads("bk1").await.unwrap().is_empty());
+        let o = store.open_object("bk1", "mp").await.unwrap();
+        assert_eq!(read_all(o, 0, 21).await, b"hello multipart world");
+        let o = store.open_object("bk1", "mp").await.unwrap();
+        assert_eq!(read_all(o, 3, 10).await, b"lo multipa");
+        let (copy, _) = store
+            .stage_copy("bk1", "mp", Some((6, 9)), Algorithms::default())
+            .await
+            .unwrap();
+        assert_eq!(copy.size, 9);
+        drop(copy);
+
+        // A reader holds the segments; overwriting the key removes them only after it is done.
+        let held = store.open_object("bk1", "mp").await.unwrap();
+        let plan = upload(&store, "mp", &[b"second"]).await;
+        store.finish_completion(plan).await.unwrap();
+        let segs = dir.path().join("buckets/bk1/segments");
+        assert!(segs.join(&id).is_dir(), "removed under a reader");
+        assert_eq!(read_all(held, 0, 21).await, b"hello multipart world");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!segs.join(&id).exists(), "kept after its last reader");
+        let o = store.open_object("bk1", "mp").await.unwrap();
+        assert_eq!(read_all(o, 0, 6).await, b"second");
+
+        // Survives a reopen; deleting removes its segments.
+        drop(store);
+        let store = Store::open(dir.path().to_path_buf(), true).await.unwrap();
+        let o = store.open_object("bk1", "mp").await.unwrap();
+        assert_eq!(read_all(o, 0, 6).await, b"second");
+        assert!(store.delete_object("bk1", "mp").await.unwrap());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(std::fs::read_dir(&segs).unwrap().count(), 0);
+        // Unreferenced segments (a crash before publish) are removed at start.
+        std::fs::create_dir_all(segs.join("0123456789abcdef0123456789abcdef")).unwrap();
+        drop(store);
+        let _store = Store::open(dir.path().to_path_buf(), true).await.unwrap();
+        assert_eq!(std::fs::read_dir(&segs).unwrap().count(), 0);
     }
 
     #[test]

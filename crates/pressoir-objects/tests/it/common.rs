@@ -152,6 +152,9 @@ pub fn assert_layout(data_dir: &Path) {
                     && name.bytes().all(|c| c.is_ascii_hexdigit())
             }
             ["objects", "buckets", _, "uploads", id, _] => id.len() == 32,
+            ["objects", "buckets", _, "segments", id, _] => id.len() == 32,
+            // Files being written or removed right now.
+            ["objects", "tmp", ..] => true,
             _ => false,
         };
         assert!(ok, "unexpected file in the data dir: {}", f.display());

@@ -159,6 +159,17 @@ again = s3.complete_multipart_upload(Bucket="suite", Key="mp/obj", UploadId=uid,
 assert again["ETag"] == done["ETag"]
 g = s3.get_object(Bucket="suite", Key="mp/obj")
 assert g["Body"].read() == p1 + b"hello" and g["ContentType"] == "application/x-mp" and g["Metadata"] == {"m": "1"}
+# Reads across part boundaries, and copies of a multipart object
+g = s3.get_object(Bucket="suite", Key="mp/obj", Range="bytes=%d-%d" % (len(p1) - 2, len(p1) + 1))
+assert g["Body"].read() == p1[-2:] + b"he"
+s3.copy_object(Bucket="suite", Key="mp/copy", CopySource={"Bucket": "suite", "Key": "mp/obj"})
+assert s3.get_object(Bucket="suite", Key="mp/copy")["Body"].read() == p1 + b"hello"
+mp2 = s3.create_multipart_upload(Bucket="suite", Key="mp/copy2")
+e = s3.upload_part_copy(Bucket="suite", Key="mp/copy2", UploadId=mp2["UploadId"], PartNumber=1,
+                        CopySource={"Bucket": "suite", "Key": "mp/obj"}, CopySourceRange="bytes=%d-%d" % (len(p1) - 1, len(p1) + 4))["CopyPartResult"]["ETag"]
+s3.complete_multipart_upload(Bucket="suite", Key="mp/copy2", UploadId=mp2["UploadId"], MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e}]})
+assert s3.get_object(Bucket="suite", Key="mp/copy2")["Body"].read() == p1[-1:] + b"hello"
+s3.delete_objects(Bucket="suite", Delete={"Objects": [{"Key": "mp/copy"}, {"Key": "mp/copy2"}]})
 mp = s3.create_multipart_upload(Bucket="suite", Key="mp/small")
 s3.upload_part(Bucket="suite", Key="mp/small", UploadId=mp["UploadId"], PartNumber=1, Body=b"tiny")
 s3.upload_part(Bucket="suite", Key="mp/small", UploadId=mp["UploadId"], PartNumber=2, Body=b"tiny")
