@@ -361,6 +361,15 @@ impl LocalDriver {
     ) -> StepResult {
         let mut log = Log::default();
         let dir = self.site_dir(site);
+        if set.is_empty() && remove.is_empty() {
+            // Nothing to change: check the site is there, leave its file alone.
+            let s = site.clone();
+            blocking(move || read_config(&dir, &s).map(|_| ()))
+                .await
+                .map_err(|e| log.fail(e))?;
+            log.line("no configuration to merge");
+            return log.done(None);
+        }
         let (s, set2, remove2) = (site.clone(), set.clone(), remove.to_vec());
         let (changed, removed) = blocking(move || {
             let mut config = read_config(&dir, &s)?;
