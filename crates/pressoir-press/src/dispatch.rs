@@ -210,8 +210,13 @@ impl Dispatcher {
             }
             match self.poll_once().await {
                 // Progress: look again at once; no news: back off, up to the interval.
-                Ok((true, changed)) if self.fast_poll => {
-                    wait = if changed > 0 { FIRST } else { (wait * 2).clamp(FIRST, self.poll_interval) }
+                // A big batch in flight is read less often, so polling never crowds out the work.
+                Ok((true, changed, polled)) if self.fast_poll => {
+                    wait = if changed > 0 {
+                        (FIRST * (polled as u32 / 4).max(1)).min(self.poll_interval)
+                    } else {
+                        (wait * 2).clamp(FIRST, self.poll_interval)
+                    }
                 }
                 Ok(_) => wait = self.poll_interval,
                 Err(e) => {
@@ -224,25 +229,27 @@ impl Dispatcher {
 
     /// Reads back every server's unfinished jobs, up to one batch per server: whether some
     /// were unfinished, and how many changed.
-    pub async fn poll_once(&self) -> Result<(bool, usize)> {
+    pub async fn poll_once(&self) -> Result<(bool, usize, usize)> {
         let servers = self.store.servers().await?;
         let work = servers.iter().filter(|s| !self.is_paused(&s.name)).map(|s| self.poll_server(s));
-        let (mut busy, mut changed) = (false, 0);
+        let (mut busy, mut changed, mut polled) = (false, 0, 0);
         for r in futures::future::join_all(work).await {
-            let (b, c) = r?;
+            let (b, c, p) = r?;
             busy |= b;
             changed += c;
+            polled = polled.max(p);
         }
-        Ok((busy, changed))
+        Ok((busy, changed, polled))
     }
 
-    async fn poll_server(&self, server: &Server) -> Result<(bool, usize)> {
+    async fn poll_server(&self, server: &Server) -> Result<(bool, usize, usize)> {
         let active = self.store.active_jobs(&server.name, BATCH as i64).await?;
+        let polled = active.len();
         if active.is_empty() {
-            return Ok((false, 0));
+            return Ok((false, 0, 0));
         }
         if !self.take_budget(&server.name) {
-            return Ok((true, 0));
+            return Ok((true, 0, polled));
         }
         let mut changed = 0;
         let by_id: HashMap<String, String> =
@@ -262,7 +269,7 @@ impl Dispatcher {
                 self.pause(&server.name, Duration::from_millis(500));
             }
         }
-        Ok((true, changed))
+        Ok((true, changed, polled))
     }
 
     /// Applies job JSON from an agent (push or poll); returns how many changed something.
