@@ -4,7 +4,7 @@ import sys, time
 from lago_python_client.client import Client
 from lago_python_client.exceptions import LagoApiError, LagoRateLimitError
 from lago_python_client.models import (
-    BatchEvent, BillableMetric, Charge, Charges, Customer, Event, Plan, Subscription,
+    BatchEvent, BillableMetric, Charge, Charges, Customer, Event, Plan, Subscription, WebhookEndpoint,
 )
 
 mode, url, key = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -151,6 +151,14 @@ assert client.invoices.find(i.lago_id).number == i.number
 assert client.invoices.finalize(i.lago_id).status == "finalized"
 assert client.invoices.void(i.lago_id).status == "voided"
 expect_error(404, "invoice_not_found", lambda: client.invoices.find("00000000-0000-0000-0000-000000000000"))
+
+# webhook endpoints and the key that checks JWT signatures
+we = client.webhook_endpoints.create(WebhookEndpoint(webhook_url="http://127.0.0.1:9/hook", signature_algo="hmac"))
+assert we.webhook_url == "http://127.0.0.1:9/hook" and we.lago_organization_id and we.signature_algo == "hmac"
+assert any(x.lago_id == we.lago_id for x in client.webhook_endpoints.find_all()["webhook_endpoints"])
+client.webhook_endpoints.destroy(we.lago_id)
+pk = client.webhooks.public_key()
+assert pk.startswith(b"-----BEGIN PUBLIC KEY-----"), pk[:40]
 
 # deleting
 client.customers.destroy("py-auto")
