@@ -516,7 +516,7 @@ impl Store {
         .await;
         dup(r, || format!("Site {} already exists", site.name))?;
         let name = insert_job_tx(&mut tx, job, site).await?;
-        event_tx(&mut tx, "Site Status Update", site, &site.status).await?;
+        event_tx(&mut tx, "site.created", site, None, &site.status).await?;
         bump_tx(&mut tx, &site.team).await?;
         tx.commit().await?;
         Ok(name)
@@ -834,7 +834,10 @@ async fn apply_site_effects(tx: &mut Transaction<'_, Any>, job: &Job, status: &s
             .bind(&site.id)
             .execute(&mut **tx)
             .await?;
-        event_tx(tx, "Site Status Update", site, next).await?;
+        event_tx(tx, "site.status_changed", site, Some(&site.status), next).await?;
+        if next == domain::site_status::ARCHIVED {
+            event_tx(tx, "site.archived", site, Some(&site.status), next).await?;
+        }
         bump_tx(tx, &site.team).await?;
     }
     if status != job_status::SUCCESS {
@@ -901,11 +904,19 @@ async fn insert_job_tx(tx: &mut Transaction<'_, Any>, job: &NewJob, site: &Site)
     Ok(name)
 }
 
-async fn event_tx(tx: &mut Transaction<'_, Any>, event: &str, site: &Site, status: &str) -> Result<()> {
-    let payload = json!({
-        "event": event,
-        "data": {"doctype": "Site", "name": site.name, "status": status, "team": site.team, "plan": site.plan},
+/// Records a site event in the caller's transaction: the one place every site change passes,
+/// so the event exists exactly when the change committed. Webhook delivery (and billing) read
+/// this outbox; `site_events.delivered` is theirs to set.
+async fn event_tx(tx: &mut Transaction<'_, Any>, event: &str, site: &Site, old: Option<&str>, status: &str) -> Result<()> {
+    let mut data = json!({
+        "doctype": "Site", "name": site.name, "status": status, "team": site.team, "plan": site.plan,
+        "server": site.server, "bench": site.bench, "apps": site.app_list(),
     });
+    if let Some(old) = old {
+        data["old_status"] = json!(old);
+        data["new_status"] = json!(status);
+    }
+    let payload = json!({ "event": event, "data": data });
     sqlx::query("INSERT INTO site_events (id, event, team, site_id, payload, created, delivered) VALUES ($1, $2, $3, $4, $5, $6, 0)")
         .bind(new_id())
         .bind(event)

@@ -86,6 +86,17 @@ async fn a_site_goes_from_new_to_active_to_archived() {
         // The name is free again.
         admin.new_site("mysite", &["frappe"]).await;
         admin.wait_status("mysite.cloud.localhost", "Active", 20).await;
+
+        // Each change left its event in the outbox, in the same transaction.
+        let cfg = cloud.press_config();
+        let store = pressoir_press::open_store(&cfg.database_url, &cfg.db_schema, 1).await.unwrap();
+        let events: Vec<String> = store.pending_events(100).await.unwrap().into_iter().map(|e| e.1).collect();
+        for e in ["site.created", "site.status_changed", "site.archived"] {
+            assert!(events.iter().any(|x| x == e), "{e} missing from {events:?}");
+        }
+        assert_eq!(events.iter().filter(|e| *e == "site.created").count(), 2);
+        assert_eq!(events.iter().filter(|e| *e == "site.archived").count(), 1);
+        store.db.pool.close().await;
         cloud.shutdown().await;
     }
 }
