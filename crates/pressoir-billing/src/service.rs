@@ -20,7 +20,9 @@ use tokio::sync::Notify;
 
 /// A v4 UUID from the thread's generator (no system call per id: ingest makes a hundred a batch).
 pub fn new_id() -> String {
-    uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string()
+    uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .to_string()
 }
 
 pub struct App {

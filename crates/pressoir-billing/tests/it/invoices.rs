@@ -242,3 +242,51 @@ async fn recurring_metrics_carry_units_across_periods() {
         assert_eq!(by("licenses_once")["events_count"], 1);
     }
 }
+
+#[tokio::test]
+async fn weighted_sums_are_invoiced_over_the_whole_period() {
+    for b in backends() {
+        let s = spawn(b).await;
+        let m = s
+            .ok(
+                "POST",
+                "/billable_metrics",
+                Some(
+                    json!({"billable_metric": {"name": "GB held", "code": "gb_held",
+                "aggregation_type": "weighted_sum_agg", "field_name": "gb"}}),
+                ),
+            )
+            .await;
+        s.ok("POST", "/plans", Some(json!({"plan": {"name": "Held", "code": "held", "interval": "monthly",
+            "amount_cents": 0, "amount_currency": "USD", "charges": [{"billable_metric_id": m["billable_metric"]["lago_id"],
+            "charge_model": "standard", "properties": {"amount": "1"}}]}}))).await;
+        let m1 = month_start(OffsetDateTime::now_utc().date(), 1);
+        let from = m1.midnight().assume_utc().unix_timestamp();
+        let len = days_in(m1) * 86_400;
+        // Events may arrive before their subscription exists (Lago keeps them by external id).
+        s.ok(
+            "POST",
+            "/events/batch",
+            Some(json!({"events": [
+            {"transaction_id": "w1", "external_subscription_id": "site-w", "code": "gb_held",
+             "timestamp": from + len / 2, "properties": {"gb": 10}},
+            {"transaction_id": "w2", "external_subscription_id": "site-w", "code": "gb_held",
+             "timestamp": from + 3 * len / 4, "properties": {"gb": -4}}]})),
+        )
+        .await;
+        s.ok("POST", "/subscriptions", Some(json!({"subscription": {"external_customer_id": "w",
+            "plan_code": "held", "external_id": "site-w", "subscription_at": format!("{m1}T00:00:00Z")}}))).await;
+        let list = s.ok("GET", "/invoices?external_customer_id=w", None).await;
+        let inv = &list["invoices"][0];
+        // 0 for half the month, 10 for a quarter, 6 for the last quarter: 4 on average.
+        let fee = inv["fees"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["item"]["code"] == "gb_held")
+            .unwrap()
+            .clone();
+        assert_eq!(fee["units"], "4.0", "{fee}");
+        assert_eq!(inv["total_amount_cents"], 400);
+    }
+}
