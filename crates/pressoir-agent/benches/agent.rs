@@ -285,6 +285,30 @@ async fn sites_figure(client: &reqwest::Client, base: &str, auth: &str) {
         "  mean step durations (with parallel workers)",
         steps.join(", ")
     );
+
+    // The floor set by the Set Administrator Password step: one argon2id hash (the crate's
+    // default parameters, m=19 MiB, t=2, p=1) per site.
+    let per_hash = tokio::task::spawn_blocking(|| {
+        use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+        let t = Instant::now();
+        for _ in 0..20 {
+            let salt = SaltString::generate(&mut OsRng);
+            let _ = argon2::Argon2::default().hash_password(b"bench-admin-password", &salt);
+        }
+        t.elapsed() / 20
+    })
+    .await
+    .unwrap_or_default();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as u32;
+    println!(
+        "{:<44} {} per hash: 1,000 sites cost {:.1} s of CPU for hashing alone ({:.1} s on {cores} idle cores)",
+        "  argon2id (default parameters)",
+        ms(per_hash),
+        (per_hash * 1000).as_secs_f64(),
+        (per_hash * 1000 / cores).as_secs_f64()
+    );
 }
 
 async fn wait_ready(client: &reqwest::Client, base: &str) {
