@@ -3,10 +3,9 @@
 use crate::common::*;
 use axum::Router;
 use pressoir_core::{Secret, Shutdown};
-use tower::ServiceExt;
 
 /// The reference's snippet, unchanged but for its password placeholder, against the S3 router
-/// mounted behind a gateway that routes by Host (as `pressoir up` does for `s3.localhost`).
+/// mounted behind `pressoir up`'s gateway, which routes Host `s3.localhost` to it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reference_boto3_snippet_through_a_host_routing_gateway() {
     let Some(py) = python("reference_boto3_snippet") else {
@@ -20,26 +19,12 @@ async fn reference_boto3_snippet_through_a_host_routing_gateway() {
     )
     .await
     .unwrap();
-    let gateway =
-        Router::new().fallback_service(tower::service_fn(move |req: axum::extract::Request| {
-            let s3 = s3.clone();
-            async move {
-                let host = req
-                    .headers()
-                    .get("host")
-                    .and_then(|h| h.to_str().ok())
-                    .unwrap_or("")
-                    .to_string();
-                if host.split(':').next() == Some("s3.localhost") {
-                    s3.oneshot(req).await
-                } else {
-                    Ok(axum::response::IntoResponse::into_response((
-                        http::StatusCode::NOT_FOUND,
-                        "no such host",
-                    )))
-                }
-            }
-        }));
+    // The real gateway of `pressoir up`: S3 on Host `s3.*`, another router everywhere else.
+    let other =
+        Router::new().fallback(|| async { (http::StatusCode::NOT_FOUND, "not the S3 router") });
+    let gateway = pressoir_core::gateway::Gateway::new(other)
+        .host("s3.", s3)
+        .into_router();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = Shutdown::new();
