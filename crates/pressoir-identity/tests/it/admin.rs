@@ -145,6 +145,34 @@ async fn an_admin_adds_a_realm_client_role_and_user_that_can_then_log_in() {
         401,
         "a token of another realm is not an admin token"
     );
+    // A user of the admin realm without the admin role is refused with 403.
+    let r = s
+        .http
+        .post(api("/frappe-cloud/users"))
+        .bearer_auth(&admin)
+        .json(&json!({"username": "viewer", "credentials": [{"type": "password", "value": "viewer-pw"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let (st, t) = s
+        .token(&[
+            ("client_id", "press"),
+            ("client_secret", &s.secret),
+            ("grant_type", "password"),
+            ("username", "viewer"),
+            ("password", "viewer-pw"),
+        ])
+        .await;
+    assert_eq!(st, 200);
+    let r = s
+        .http
+        .get(api(""))
+        .bearer_auth(t["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
     let r = s
         .http
         .post(api("/acme/keys/rotate"))
