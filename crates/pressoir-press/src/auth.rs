@@ -82,7 +82,10 @@ pub fn random_token(bytes: usize) -> String {
 /// `max_failures` in `window` the key is refused until the window has passed.
 pub struct Throttle {
     inner: Mutex<HashMap<String, (u32, Instant)>>,
+    /// Failures allowed per user name in a window.
     pub max_failures: u32,
+    /// Failures allowed per client IP (several users may share one, as on `pressoir up`).
+    pub max_failures_per_ip: u32,
     pub window: Duration,
 }
 
@@ -91,6 +94,7 @@ impl Throttle {
         Throttle {
             inner: Mutex::new(HashMap::new()),
             max_failures,
+            max_failures_per_ip: max_failures.saturating_mul(5),
             window,
         }
     }
@@ -109,10 +113,13 @@ impl Throttle {
                     m.remove(&k);
                     continue;
                 }
-                if n >= self.max_failures {
+                let max = if k.starts_with("ip:") { self.max_failures_per_ip } else { self.max_failures };
+                if n >= max {
                     return Err(self.window.saturating_sub(since.elapsed()));
                 }
-                worst = worst.max(n);
+                // The delay follows the user's failures, and an IP's at a fifth of the pace.
+                let weight = if k.starts_with("ip:") { n / 5 } else { n };
+                worst = worst.max(weight);
             }
         }
         Ok(Duration::from_millis(100 * u64::from(worst.min(10))))
@@ -386,8 +393,12 @@ mod tests {
         t.failed("a", ip);
         t.failed("a", ip);
         assert!(t.check("a", ip).is_err());
-        assert!(t.check("b", ip).is_err(), "the IP is locked too");
-        assert!(t.check("a", Some("10.0.0.1".parse().unwrap())).is_err(), "and the user");
+        assert!(t.check("a", Some("10.0.0.1".parse().unwrap())).is_err(), "the user is locked from anywhere");
+        assert!(t.check("b", ip).is_ok(), "another user on the same IP is not, yet");
+        for _ in 0..12 {
+            t.failed("b", ip);
+        }
+        assert!(t.check("c", ip).is_err(), "past five times the user limit the IP is locked too");
     }
 
     #[test]

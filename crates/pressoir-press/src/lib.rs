@@ -108,6 +108,12 @@ pub struct Press {
 /// Opens the store, migrates, seeds, starts the dispatcher and poller (stopped by `shutdown`),
 /// and returns the router with Press's rate limit applied, beside those tasks.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Press> {
+    let d = &config.domain;
+    if d.is_empty() || d.len() > 200 || d.starts_with('.') || d.ends_with('.') || d.contains("..")
+        || !d.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+    {
+        return Err(Error::validation(format!("domain '{d}' must be a lowercase DNS name such as cloud.localhost")));
+    }
     let store = open_store(&config.database_url, &config.db_schema, config.max_connections).await?;
     seed(&store, &config).await?;
     let dispatcher = dispatch::Dispatcher::new(

@@ -618,18 +618,6 @@ impl Store {
 
     // ---------- the dispatcher's side ----------
 
-    /// Undelivered jobs of a server whose retry time has come, oldest first.
-    pub async fn due_jobs(&self, server: &str, now: i64, limit: i64) -> Result<Vec<Job>> {
-        Ok(sqlx::query_as::<Any, Job>(&format!(
-            "SELECT {JOB_COLS} FROM jobs WHERE server = $1 AND status = 'Undelivered' AND next_retry_at <= $2 ORDER BY name LIMIT $3"
-        ))
-        .bind(server)
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&self.db.pool)
-        .await?)
-    }
-
     /// Claims up to `limit` due jobs of a server until `lease_until`, oldest first. One
     /// statement, so two Press replicas never claim the same job (a claim that outlives its
     /// holder simply expires; delivery is idempotent at the agent anyway).
@@ -669,19 +657,6 @@ impl Store {
                 .fetch_all(&self.db.pool)
                 .await?;
         Ok(rows.into_iter().map(|r| r.0).collect())
-    }
-
-    /// The agent accepted the job: remember its id; never moves a job backwards.
-    pub async fn mark_delivered(&self, name: &str, agent_id: &str) -> Result<()> {
-        sqlx::query(
-            "UPDATE jobs SET agent_id = $1, status = 'Pending', modified = $2, error = NULL WHERE name = $3 AND status = 'Undelivered'",
-        )
-        .bind(agent_id)
-        .bind(now_ms())
-        .bind(name)
-        .execute(&self.db.pool)
-        .await?;
-        Ok(())
     }
 
     pub async fn mark_retry(&self, name: &str, next_at: i64, error: &str) -> Result<()> {
