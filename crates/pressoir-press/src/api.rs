@@ -280,6 +280,11 @@ async fn call(ctx: &Ctx, name: &str) -> Result<Response> {
         "press.api.server.get" => server_get(ctx).await,
         "press.api.server.status" => server_status(ctx).await,
         "press.api.server.new" => server_new(ctx).await,
+        m if m.starts_with("press.api.webhook.") => {
+            let c = ctx.caller().await?;
+            let team = ctx.team(&c).await;
+            crate::webhooks::api::call(&ctx.st.store, &ctx.st.config.webhooks, m, &c, team, &ctx.args).await
+        }
         _ => {
             ctx.caller().await?;
             Err(Error::not_found(format!("method '{name}' not found")))
@@ -447,7 +452,7 @@ async fn agent_callback(ctx: &Ctx) -> Result<Response> {
 
 // ---------- sites ----------
 
-fn site_json(s: &Site) -> Value {
+pub(crate) fn site_json(s: &Site) -> Value {
     json!({
         "name": s.name,
         "host_name": s.name,
@@ -465,7 +470,7 @@ fn site_json(s: &Site) -> Value {
     })
 }
 
-fn job_summary(j: &Job) -> Value {
+pub(crate) fn job_summary(j: &Job) -> Value {
     let status = if j.status == job_status::UNDELIVERED { job_status::PENDING } else { j.status.as_str() };
     json!({
         "name": j.name,
@@ -816,7 +821,7 @@ async fn plans(ctx: &Ctx) -> Result<Response> {
 
 // ---------- servers ----------
 
-fn server_json(s: &Server, admin: bool) -> Value {
+pub(crate) fn server_json(s: &Server, admin: bool) -> Value {
     let mut v = json!({
         "name": s.name, "title": s.title, "status": s.status, "team": s.team,
         "creation": rfc3339_ms(s.created), "use_for_new_sites": s.use_for_new_sites == 1,

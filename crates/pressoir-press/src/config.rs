@@ -64,6 +64,8 @@ pub struct Config {
     pub session_ttl: Duration,
     /// When set, `Authorization: Bearer <token>` authenticates the token's user.
     pub bearer: Option<Bearer>,
+    /// Webhook delivery settings (issue 7).
+    pub webhooks: crate::webhooks::WebhookConfig,
 }
 
 impl Config {
@@ -80,6 +82,7 @@ impl Config {
             poll_interval: Duration::from_secs(5),
             session_ttl: Duration::from_secs(7 * 24 * 3600),
             bearer: None,
+            webhooks: Default::default(),
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod dispatch;
 pub mod domain;
 pub mod error;
 pub mod store;
+pub mod webhooks;
 
 pub use config::{Bearer, Config, DEFAULT_APPS, ServerSeed};
 pub use error::{Error, ExcType, Result};
@@ -123,6 +124,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Press> {
         config.poll_interval,
     );
     let mut tasks = dispatcher.spawn(shutdown.clone());
+    tasks.push(webhooks::deliver::spawn(store.clone(), config.webhooks.clone(), shutdown.clone()).1);
     // Jobs recorded before a restart go out at once.
     dispatcher.wake();
     let purge = store.clone();

@@ -755,6 +755,9 @@ impl Store {
                 if job.status == u.status {
                     continue;
                 }
+                if u.status == job_status::FAILURE {
+                    crate::webhooks::store::job_failed(&mut tx, job, u.error.as_deref()).await?;
+                }
                 if let Some(site_id) = &job.site_id {
                     let site = sqlx::query_as::<Any, Site>(&format!("SELECT {SITE_COLS} FROM sites WHERE id = $1"))
                         .bind(site_id)
@@ -901,6 +904,7 @@ async fn event_tx(tx: &mut Transaction<'_, Any>, event: &str, site: &Site, old: 
         .bind(now_ms())
         .execute(&mut **tx)
         .await?;
+    crate::webhooks::store::site_event(tx, event, site, old, status).await?;
     Ok(())
 }
 
