@@ -62,6 +62,16 @@ pub async fn start_with(
         "create data dir {}",
         config.data_dir.display()
     )))?;
+    // The job store holds job secrets until their jobs end: only the agent's user may read it.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(Error::io(format!(
+                "restrict data dir {}",
+                config.data_dir.display()
+            )))?;
+    }
     let url = match &config.database_url {
         Some(u) => u.clone(),
         None => pressoir_core::db::sqlite_url(&config.data_dir.join("agent.sqlite")),

@@ -71,6 +71,15 @@ async fn secrets_are_absent_from_replies_logs_and_the_store() {
 
     // The store wiped the secrets when the job ended, and never held the unknown field.
     let (_root, config) = a.stop().await;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&config.data_dir)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "the data dir is private");
+    }
     let db = config.data_dir.join("agent.sqlite");
     let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
         .await
