@@ -424,6 +424,20 @@ impl LagoClient {
     }
 }
 
+/// A transaction id for a usage sample that is the same on every retry: the metric, the
+/// subscription and the start of the sampling window (`every_secs` long) holding `at`. Sending
+/// it twice counts it once.
+pub fn transaction_id(
+    code: &str,
+    external_subscription_id: &str,
+    at_unix_secs: i64,
+    every_secs: i64,
+) -> String {
+    let every = every_secs.max(1);
+    let window = at_unix_secs.div_euclid(every) * every;
+    format!("{code}:{external_subscription_id}:{window}")
+}
+
 fn encode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
@@ -493,5 +507,13 @@ mod tests {
         };
         assert_eq!(duplicate_indexes(&other, 3), None);
         assert_eq!(encode("a b/c"), "a%20b%2Fc");
+        assert_eq!(
+            transaction_id("storage_gb", "site-1", 7_205, 3_600),
+            "storage_gb:site-1:3600"
+        );
+        assert_eq!(
+            transaction_id("storage_gb", "site-1", 7_199, 3_600),
+            transaction_id("storage_gb", "site-1", 3_600, 3_600)
+        );
     }
 }
