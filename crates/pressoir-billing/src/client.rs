@@ -509,7 +509,7 @@ mod tests {
         assert_eq!(encode("a b/c"), "a%20b%2Fc");
         assert_eq!(
             transaction_id("storage_gb", "site-1", 7_205, 3_600),
-            "storage_gb:site-1:3600"
+            "storage_gb:site-1:7200"
         );
         assert_eq!(
             transaction_id("storage_gb", "site-1", 7_199, 3_600),
