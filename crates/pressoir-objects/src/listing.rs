@@ -59,6 +59,9 @@ pub fn list<'a, V>(index: &'a BTreeMap<String, V>, q: &Query<'_>) -> Page<'a, V>
         }
         _ => None,
     };
+    if q.max == 0 {
+        return page;
+    }
     let mut last_prefix: Option<String> = None;
     for (key, v) in index.range::<str, _>((start, Bound::Unbounded)) {
         if !key.starts_with(q.prefix) {

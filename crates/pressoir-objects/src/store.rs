@@ -1275,6 +1275,18 @@ impl Store {
                     StoreError::from(e)
                 }
             })?;
+            // A part re-uploaded between the check and the move would not be the part the
+            // client named: check again, now that no upload can touch the directory.
+            let now: HashMap<i32, PartMeta> = read_parts(&seg_dir)?
+                .into_iter()
+                .map(|p| (p.part_number, p))
+                .collect();
+            if picked.iter().any(|p| now.get(&p.part_number) != Some(p)) {
+                let _ = std::fs::rename(&seg_dir, &dir);
+                return Err(StoreError::InvalidPart(
+                    "a part changed while the upload was being completed".into(),
+                ));
+            }
             if fsync {
                 let _ = sync_dir(&segs_root);
                 let _ = sync_dir(&b2.dir.join("uploads"));
