@@ -38,6 +38,7 @@ pub struct Opts {
     pub agent: bool,
     pub session_ttl: Option<Duration>,
     pub bearer: Option<pressoir_press::Bearer>,
+    pub webhooks: Option<pressoir_press::webhooks::WebhookConfig>,
 }
 
 impl Default for Opts {
@@ -50,6 +51,7 @@ impl Default for Opts {
             agent: true,
             session_ttl: None,
             bearer: None,
+            webhooks: None,
         }
     }
 }
@@ -126,6 +128,9 @@ impl Cloud {
             cfg.session_ttl = t;
         }
         cfg.bearer = self.opts.bearer.clone();
+        if let Some(w) = &self.opts.webhooks {
+            cfg.webhooks = w.clone();
+        }
         cfg
     }
 

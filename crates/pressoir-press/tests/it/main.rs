@@ -8,3 +8,4 @@ mod resilience;
 mod servers;
 mod sites;
 mod teams;
+mod webhooks;
