@@ -9,6 +9,7 @@ mod identity;
 mod objects;
 mod press;
 mod up;
+mod webhook;
 
 #[derive(Parser)]
 #[command(name = "pressoir", version, about = "A self-hosted cloud for Frappe sites")]

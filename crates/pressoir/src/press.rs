@@ -68,6 +68,9 @@ pub enum PressCommand {
         /// Press's budget toward each agent; match the agents' own limit.
         #[arg(long, default_value = "50/min")]
         agent_rate_limit: RateSpec,
+        /// Let webhooks target loopback, private and link-local addresses (local development).
+        #[arg(long, env = "PRESSOIR_WEBHOOKS_ALLOW_PRIVATE", value_parser = clap::builder::FalseyValueParser::new())]
+        webhooks_allow_private: bool,
     },
     /// Teams.
     Team {
@@ -83,6 +86,13 @@ pub enum PressCommand {
     Server {
         #[command(subcommand)]
         command: ServerCommand,
+    },
+    /// Webhooks for all teams (Press Settings > Webhooks) or for one team.
+    Webhook {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(subcommand)]
+        command: crate::webhook::WebhookCommand,
     },
 }
 
@@ -162,13 +172,14 @@ fn from_env(var: &str) -> anyhow::Result<String> {
 
 pub async fn run(args: PressArgs) -> anyhow::Result<()> {
     match args.command {
-        PressCommand::Serve { store, listen, domain, rate_limit, agent_rate_limit } => {
+        PressCommand::Serve { store, listen, domain, rate_limit, agent_rate_limit, webhooks_allow_private } => {
             std::fs::create_dir_all(&store.data_dir)?;
             let admin = admin_password(&store.data_dir)?;
             let mut cfg = pressoir_press::Config::new(store.url(), admin);
             cfg.domain = domain;
             cfg.rate_limit = rate_limit;
             cfg.agent_rate_limit = agent_rate_limit;
+            cfg.webhooks.allow_private = webhooks_allow_private;
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
@@ -206,6 +217,7 @@ pub async fn run(args: PressArgs) -> anyhow::Result<()> {
             pressoir_press::admin_new_server(&s, &name, &agent_url, &password, &team, &bench, &apps).await?;
             println!("server {name} registered at {agent_url}");
         }
+        PressCommand::Webhook { store, command } => crate::webhook::run(store.open().await?, command).await?,
         PressCommand::Server { command: ServerCommand::List { store } } => {
             let s = store.open().await?;
             for srv in s.servers().await? {

@@ -34,6 +34,9 @@ pub struct UpArgs {
     /// The agent API's limit per credential (`off` lifts it).
     #[arg(long, default_value = "50/min")]
     pub rate_limit_agent: RateSpec,
+    /// Let webhooks target loopback, private and link-local addresses (local development).
+    #[arg(long, env = "PRESSOIR_WEBHOOKS_ALLOW_PRIVATE", value_parser = clap::builder::FalseyValueParser::new())]
+    pub webhooks_allow_private: bool,
 }
 
 /// The embedded server and bench, the reference's names.
@@ -87,6 +90,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     press.domain = args.domain.clone();
     press.rate_limit = args.rate_limit_press;
     press.agent_rate_limit = args.rate_limit_agent;
+    press.webhooks.allow_private = args.webhooks_allow_private;
     let mut seed = pressoir_press::ServerSeed::new(SERVER, &format!("http://{agent_addr}"), agent_password);
     seed.bench = BENCH.to_string();
     press.servers = vec![seed];
