@@ -1,0 +1,3 @@
+//! The `pressoir` binary's tests: it runs the built binary as a user would.
+
+mod up;
