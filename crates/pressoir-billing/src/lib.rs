@@ -13,6 +13,11 @@
 //! subscription, code, timestamp). `unique_count_agg`, `weighted_sum_agg` and percentage
 //! charges with per-event rules read the events of the period themselves.
 //!
+//! On SQLite, whose writers are serialized anyway, ingest requests go through one writer
+//! that commits the requests waiting together (group commit, one savepoint per request so a
+//! duplicate refuses only its own request); on PostgreSQL requests write in parallel and
+//! the hourly buckets are sharded so they do not queue on one row lock.
+//!
 //! Webhooks are written to a durable outbox in the same transaction as the change, then
 //! delivered by a background task, signed as Lago signs them (HMAC or RS256 JWT).
 //!
@@ -69,6 +74,8 @@ pub enum Error {
     Key(String),
     #[error("{0}")]
     Config(String),
+    #[error("store: {0}")]
+    Store(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -226,6 +233,14 @@ async fn open(config: &Config) -> Result<Arc<App>, Error> {
         }
     };
     let signer = webhook::Signer::new(&org.hmac_key, &org.rsa_private_pem, &config.api_url)?;
+    let (ingest_queue, ingest_rx) = match store.backend() {
+        pressoir_core::db::Backend::Sqlite => {
+            let (tx, rx) = tokio::sync::mpsc::channel(1024);
+            (Some(tx), Some(rx))
+        }
+        pressoir_core::db::Backend::Postgres => (None, None),
+    };
+    let writer_store = store.clone();
     let app = Arc::new(App {
         store,
         org_id: org.lago_id,
@@ -236,7 +251,11 @@ async fn open(config: &Config) -> Result<Arc<App>, Error> {
         endpoints_checked_at: std::sync::atomic::AtomicI64::new(0),
         webhook_wake: tokio::sync::Notify::new(),
         webhook: config.webhook.clone(),
+        ingest_queue,
     });
+    if let Some(rx) = ingest_rx {
+        tokio::spawn(service::group_writer(writer_store, rx));
+    }
     app.reload_metrics().await?;
     seed(&app, config).await?;
     Ok(app)

@@ -38,6 +38,78 @@ pub struct App {
     pub endpoints_checked_at: std::sync::atomic::AtomicI64,
     pub webhook_wake: Notify,
     pub webhook: crate::webhook::Settings,
+    /// On SQLite, ingest goes through one writer that commits concurrent requests together
+    /// (see [`group_writer`]); on PostgreSQL each request writes in parallel.
+    pub ingest_queue: Option<tokio::sync::mpsc::Sender<IngestJob>>,
+}
+
+/// One request's events for the group writer, and where its outcome goes: the rows back
+/// and the indexes refused as duplicates (nothing of that request is kept then).
+pub struct IngestJob {
+    pub rows: Vec<EventRow>,
+    pub reply: tokio::sync::oneshot::Sender<Result<(Vec<EventRow>, Vec<usize>), String>>,
+}
+
+/// Group commit for SQLite, whose writers are serialized anyway: takes every ingest request
+/// waiting, writes each under its own savepoint (so one request's duplicate refuses only that
+/// request), and commits them in one transaction. Ends when the service is dropped.
+pub async fn group_writer(store: Store, mut rx: tokio::sync::mpsc::Receiver<IngestJob>) {
+    while let Some(first) = rx.recv().await {
+        let mut count = first.rows.len();
+        let mut jobs = vec![first];
+        while count < 5_000 {
+            match rx.try_recv() {
+                Ok(j) => {
+                    count += j.rows.len();
+                    jobs.push(j);
+                }
+                Err(_) => break,
+            }
+        }
+        match write_group(&store, &jobs).await {
+            Ok(outcomes) => {
+                for (job, dups) in jobs.into_iter().zip(outcomes) {
+                    let IngestJob { rows, reply } = job;
+                    let _ = reply.send(Ok((rows, dups)));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for job in jobs {
+                    let _ = job.reply.send(Err(msg.clone()));
+                }
+            }
+        }
+    }
+}
+
+async fn write_group(store: &Store, jobs: &[IngestJob]) -> Result<Vec<Vec<usize>>, Error> {
+    let mut tx = store.begin().await?;
+    if let [only] = jobs {
+        let dups = store::insert_events(tx.conn(), &only.rows).await?;
+        if dups.is_empty() {
+            tx.commit().await?;
+        }
+        return Ok(vec![dups]);
+    }
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        sqlx::query("SAVEPOINT ingest_job")
+            .execute(tx.conn())
+            .await?;
+        let dups = store::insert_events(tx.conn(), &job.rows).await?;
+        if !dups.is_empty() {
+            sqlx::query("ROLLBACK TO SAVEPOINT ingest_job")
+                .execute(tx.conn())
+                .await?;
+        }
+        sqlx::query("RELEASE SAVEPOINT ingest_job")
+            .execute(tx.conn())
+            .await?;
+        outcomes.push(dups);
+    }
+    tx.commit().await?;
+    Ok(outcomes)
 }
 
 pub const SUB_STATUSES: &[&str] = &["active", "pending", "canceled", "terminated", "incomplete"];
@@ -1399,6 +1471,31 @@ impl App {
         };
         if !errors.is_empty() {
             return Err(fail(errors));
+        }
+        if let (Some(queue), false) = (
+            &self.ingest_queue,
+            self.has_endpoints.load(Ordering::Relaxed),
+        ) {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            queue
+                .send(IngestJob { rows, reply })
+                .await
+                .map_err(|_| Error::Store("the ingest writer has stopped".into()))?;
+            let (rows, dups) = answer
+                .await
+                .map_err(|_| Error::Store("the ingest writer has stopped".into()))?
+                .map_err(Error::Store)?;
+            if !dups.is_empty() {
+                for i in dups {
+                    errors.insert(i, FieldErrors::one("transaction_id", "value_already_exist"));
+                }
+                return Err(fail(errors));
+            }
+            return Ok(rows
+                .iter()
+                .zip(props)
+                .map(|(r, p)| render::event_with(r, p, None))
+                .collect());
         }
         let mut tx = self.store.begin().await?;
         let dups = store::insert_events(tx.conn(), &rows).await?;

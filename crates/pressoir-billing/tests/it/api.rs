@@ -581,3 +581,49 @@ async fn concurrent_creates_of_one_subscription_make_one() {
         assert_eq!(list["meta"]["total_count"], 1);
     }
 }
+
+#[tokio::test]
+async fn concurrent_duplicates_are_counted_once() {
+    for b in backends() {
+        let s = std::sync::Arc::new(spawn(b).await);
+        s.ok(
+            "POST",
+            "/subscriptions",
+            Some(json!({"subscription": {"external_customer_id": "dup",
+            "plan_code": "starter_monthly", "external_id": "site-dup"}})),
+        )
+        .await;
+        let mut tasks = vec![];
+        for i in 0..40 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                // Every transaction id is sent twice at once; half go as one-event batches.
+                let ev = json!({"transaction_id": format!("c-{}", i / 2), "external_subscription_id": "site-dup",
+                                "code": "storage_gb", "properties": {"gb_used": i}});
+                if i % 4 < 2 {
+                    s.call("POST", "/events", Some(json!({"event": ev}))).await.0
+                } else {
+                    s.call("POST", "/events/batch", Some(json!({"events": [ev]}))).await.0
+                }
+            }));
+        }
+        let mut codes = vec![];
+        for t in tasks {
+            codes.push(t.await.unwrap());
+        }
+        assert_eq!(codes.iter().filter(|c| **c == 200).count(), 20, "{codes:?}");
+        assert_eq!(codes.iter().filter(|c| **c == 422).count(), 20, "{codes:?}");
+        let u = s
+            .ok(
+                "GET",
+                "/customers/dup/current_usage?external_subscription_id=site-dup",
+                None,
+            )
+            .await;
+        assert_eq!(u["customer_usage"]["charges_usage"][0]["events_count"], 20);
+        let list = s
+            .ok("GET", "/events?external_subscription_id=site-dup", None)
+            .await;
+        assert_eq!(list["meta"]["total_count"], 20);
+    }
+}
