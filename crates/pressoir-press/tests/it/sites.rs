@@ -129,6 +129,14 @@ async fn invalid_sites_answer_frappe_errors() {
             assert!(body["exc_type"].is_string(), "{body}");
             assert!(server_message(&body).contains(msg), "{site}: {body}");
         }
+        // Frappe's clients send dict arguments as JSON text in a form.
+        let r = admin
+            .raw(reqwest::Method::POST, "press.api.site.new")
+            .await
+            .form(&[("site", r#"{"name": "formsite", "apps": ["frappe"], "plan": "Starter"}"#)]);
+        let (s, body, _) = admin.send(r).await;
+        assert_eq!(s, 200, "{body}");
+        assert_eq!(body["message"]["site"], "formsite.cloud.localhost");
         // Taken names are 409.
         admin.new_site("takenname", &["frappe"]).await;
         let (s, body) = new(json!({"name": "takenname", "apps": ["frappe"], "plan": "Starter"})).await;
