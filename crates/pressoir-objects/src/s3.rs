@@ -279,6 +279,15 @@ fn attrs(
     expires: Option<Timestamp>,
     metadata: Option<Metadata>,
 ) -> Attrs {
+    // `aws-chunked` describes how the body was sent, not the object: S3 does not keep it.
+    let content_encoding = content_encoding.and_then(|e| {
+        let kept: Vec<&str> = e
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("aws-chunked"))
+            .collect();
+        (!kept.is_empty()).then(|| kept.join(", "))
+    });
     Attrs {
         content_type,
         cache_control,
@@ -541,9 +550,23 @@ impl S3 for Objects {
         let meta = obj.meta.clone();
         check_preconditions(&meta, input.if_match.as_ref(), input.if_none_match.as_ref())?;
         let size = meta.size;
-        let (start, len, content_range) = match &input.range {
-            None => (0, size, None),
-            Some(r) => {
+        let part = match input.part_number {
+            Some(n) => Some(part_range(&meta, n)?),
+            None => None,
+        };
+        let (start, len, content_range) = match (&input.range, part) {
+            (_, Some((start, len))) => (
+                start,
+                len,
+                Some(format!(
+                    "bytes {}-{}/{}",
+                    start,
+                    (start + len).max(1) - 1,
+                    size
+                )),
+            ),
+            (None, None) => (0, size, None),
+            (Some(r), None) => {
                 let rr = r.check(size).map_err(|_| {
                     s3_error!(InvalidRange, "The requested range is not satisfiable")
                 })?;
@@ -602,7 +625,7 @@ impl S3 for Objects {
             ..Default::default()
         };
         let mut resp = S3Response::new(output);
-        if input.range.is_some() {
+        if input.range.is_some() || (input.part_number.is_some() && meta.parts.is_some()) {
             resp.status = Some(http::StatusCode::PARTIAL_CONTENT);
         }
         Ok(resp)
@@ -628,10 +651,14 @@ impl S3 for Objects {
         } else {
             Checksums::default()
         };
+        let content_length = match input.part_number {
+            Some(n) => part_range(&meta, n)?.1,
+            None => meta.size,
+        };
         let a = &meta.attrs;
         Ok(S3Response::new(HeadObjectOutput {
             accept_ranges: Some("bytes".into()),
-            content_length: Some(meta.size as i64),
+            content_length: Some(content_length as i64),
             content_type: Some(
                 input
                     .response_content_type
@@ -829,7 +856,7 @@ impl S3 for Objects {
         let prefix = input.prefix.clone().unwrap_or_default();
         let q = Query {
             prefix: &prefix,
-            delimiter: input.delimiter.as_deref(),
+            delimiter: input.delimiter.as_deref().filter(|d| !d.is_empty()),
             after: input.marker.as_deref().filter(|m| !m.is_empty()),
             max,
         };
@@ -837,7 +864,7 @@ impl S3 for Objects {
             .store
             .with_index(&input.bucket, |idx| collect(listing::list(idx, &q), url))
             .map_err(store_error)?;
-        let next_marker = if input.delimiter.is_some() {
+        let next_marker = if input.delimiter.as_deref().is_some_and(|d| !d.is_empty()) {
             next.map(|n| encode_if(url, n))
         } else {
             None
@@ -850,7 +877,10 @@ impl S3 for Objects {
             is_truncated: Some(truncated),
             contents: Some(contents),
             common_prefixes: Some(prefixes),
-            delimiter: input.delimiter.map(|d| encode_if(url, d)),
+            delimiter: input
+                .delimiter
+                .filter(|d| !d.is_empty())
+                .map(|d| encode_if(url, d)),
             next_marker,
             encoding_type: input.encoding_type,
             ..Default::default()
@@ -879,7 +909,7 @@ impl S3 for Objects {
             .or(input.start_after.as_deref().filter(|s| !s.is_empty()));
         let q = Query {
             prefix: &prefix,
-            delimiter: input.delimiter.as_deref(),
+            delimiter: input.delimiter.as_deref().filter(|d| !d.is_empty()),
             after,
             max,
         };
@@ -898,7 +928,10 @@ impl S3 for Objects {
             next_continuation_token: next.map(|n| listing::encode_token(&n)),
             contents: Some(contents),
             common_prefixes: Some(prefixes),
-            delimiter: input.delimiter.map(|d| encode_if(url, d)),
+            delimiter: input
+                .delimiter
+                .filter(|d| !d.is_empty())
+                .map(|d| encode_if(url, d)),
             encoding_type: input.encoding_type,
             start_after: input.start_after.map(|s| encode_if(url, s)),
             ..Default::default()
@@ -916,7 +949,7 @@ impl S3 for Objects {
         let prefix = input.prefix.clone().unwrap_or_default();
         let q = Query {
             prefix: &prefix,
-            delimiter: input.delimiter.as_deref(),
+            delimiter: input.delimiter.as_deref().filter(|d| !d.is_empty()),
             after: input.key_marker.as_deref().filter(|m| !m.is_empty()),
             max,
         };
@@ -950,7 +983,10 @@ impl S3 for Objects {
             next_version_id_marker: if truncated { Some("null".into()) } else { None },
             versions: Some(versions),
             common_prefixes: Some(prefixes),
-            delimiter: input.delimiter.map(|d| encode_if(url, d)),
+            delimiter: input
+                .delimiter
+                .filter(|d| !d.is_empty())
+                .map(|d| encode_if(url, d)),
             encoding_type: input.encoding_type,
             ..Default::default()
         }))
@@ -1345,6 +1381,24 @@ fn collect(page: listing::Page<'_, crate::store::Summary>, url: bool) -> Collect
     (contents, prefixes, page.truncated, next)
 }
 
+/// The byte range `(start, len)` of part `n` (1-based) of an object, for `?partNumber=`.
+fn part_range(meta: &ObjectMeta, n: i32) -> S3Result<(u64, u64)> {
+    let bad = || s3_error!(InvalidPart, "The requested partnumber is not satisfiable");
+    match &meta.segments {
+        Some(segs) => {
+            let i = usize::try_from(n)
+                .ok()
+                .and_then(|n| n.checked_sub(1))
+                .ok_or_else(bad)?;
+            let (_, len) = *segs.parts.get(i).ok_or_else(bad)?;
+            let start = segs.parts[..i].iter().map(|p| p.1).sum();
+            Ok((start, len))
+        }
+        None if n == 1 => Ok((0, meta.size)),
+        None => Err(bad()),
+    }
+}
+
 /// The precondition of a PutObject.
 fn write_condition(
     if_match: Option<&ETagCondition>,
@@ -1355,6 +1409,7 @@ fn write_condition(
         (None, Some(ETagCondition::Any)) => Ok(Condition::Absent),
         (Some(ETagCondition::Any), None) => Ok(Condition::Exists),
         (Some(ETagCondition::ETag(e)), None) => Ok(Condition::ETag(e.value().to_string())),
+        (None, Some(ETagCondition::ETag(e))) => Ok(Condition::NotETag(e.value().to_string())),
         _ => Err(s3_error!(
             NotImplemented,
             "only If-None-Match: * or a single If-Match is supported on writes"
@@ -1386,8 +1441,13 @@ fn check_preconditions(
     if let Some(c) = if_none_match
         && condition_matches(c, &meta.etag)
     {
-        let mut e = S3Error::new(S3ErrorCode::NotModified);
+        let mut e = S3Error::with_message(S3ErrorCode::NotModified, "Not Modified");
         e.set_status_code(http::StatusCode::NOT_MODIFIED);
+        let mut h = http::HeaderMap::new();
+        if let Ok(v) = http::HeaderValue::from_str(&format!("\"{}\"", meta.etag)) {
+            h.insert(http::header::ETAG, v);
+        }
+        e.set_headers(h);
         return Err(e);
     }
     Ok(())

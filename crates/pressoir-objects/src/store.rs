@@ -223,6 +223,8 @@ pub enum Condition {
     Exists,
     /// `If-Match: "<etag>"`: only if the current object has this ETag.
     ETag(String),
+    /// `If-None-Match: "<etag>"`: unless the current object has this ETag.
+    NotETag(String),
 }
 
 /// A body written to a temp file, not yet visible. Dropping it removes the file.
@@ -1395,6 +1397,7 @@ fn publish(
         Condition::None => true,
         Condition::Absent => current.is_none(),
         Condition::ETag(e) => current == Some(e.as_str()),
+        Condition::NotETag(e) => current != Some(e.as_str()),
         Condition::Exists => current.is_some(),
     };
     if !holds {
