@@ -207,7 +207,9 @@ async fn run(store: Store, cfg: WebhookConfig, shutdown: Shutdown, waker: Waker)
             let saturated: Vec<String> =
                 inflight.iter().filter(|(_, n)| **n >= cfg.max_in_flight_per_webhook).map(|(k, _)| k.clone()).collect();
             let now = now_ms();
-            match store::claim(&db, now, now + lease, free.min(512) as i64, cfg.max_in_flight_per_webhook as i64, &saturated).await {
+            // At most one webhook's cap per claim, so none exceeds twice its cap in flight.
+            let limit = free.min(cfg.max_in_flight_per_webhook).max(1) as i64;
+            match store::claim(&db, now, now + lease, limit, &saturated).await {
                 Ok(batch) => {
                     progressed |= !batch.is_empty();
                     for d in batch {
@@ -236,6 +238,20 @@ async fn run(store: Store, cfg: WebhookConfig, shutdown: Shutdown, waker: Waker)
             }
         }
         if progressed && db_backoff.is_zero() {
+            // Let a few outcomes gather (2 ms at most) so one transaction records many and
+            // the next claim scans once for them all.
+            if total > done.len() {
+                let want = total.min(64);
+                let _ = tokio::time::timeout(Duration::from_millis(2), async {
+                    while done.len() < want {
+                        match rx.recv().await {
+                            Some(o) => done.push(o),
+                            None => break,
+                        }
+                    }
+                })
+                .await;
+            }
             continue;
         }
         let idle = if db_backoff.is_zero() { cfg.poll_interval } else { db_backoff };

@@ -401,31 +401,28 @@ pub async fn redeliver(db: &Db, id: &str) -> Result<bool> {
 // ---------- the worker's side ----------
 
 /// Claims up to `limit` due deliveries until `lease_until`: only the head of each
-/// (webhook, lane), at most `per_webhook` per webhook, none of the `saturated` webhooks, and
-/// only of enabled webhooks. One statement, so replicas never claim the same row.
-pub async fn claim(db: &Db, now: i64, lease_until: i64, limit: i64, per_webhook: i64, saturated: &[String]) -> Result<Vec<Claimed>> {
+/// (webhook, lane) (a head in flight is leased, so its lane waits), none of the `saturated`
+/// webhooks, and only of enabled webhooks. One statement, so replicas never claim the same row.
+pub async fn claim(db: &Db, now: i64, lease_until: i64, limit: i64, saturated: &[String]) -> Result<Vec<Claimed>> {
     let skip = if saturated.is_empty() {
         String::new()
     } else {
-        let marks: Vec<String> = (0..saturated.len()).map(|i| format!("${}", i + 5)).collect();
+        let marks: Vec<String> = (0..saturated.len()).map(|i| format!("${}", i + 4)).collect();
         format!("AND d.webhook NOT IN ({})", marks.join(", "))
     };
     let sql = format!(
-        "WITH heads AS (\
-            SELECT d.seq, ROW_NUMBER() OVER (PARTITION BY d.webhook ORDER BY d.seq) AS rn \
-            FROM webhook_deliveries d JOIN webhooks w ON w.name = d.webhook \
-            WHERE d.status = 'Pending' AND d.next_at <= $2 AND w.enabled = 1 {skip} \
-            AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e WHERE e.webhook = d.webhook AND e.lane = d.lane AND e.status = 'Pending' AND e.seq < d.seq)\
-         ) \
-         UPDATE webhook_deliveries SET next_at = $1 \
-         WHERE seq IN (SELECT seq FROM heads WHERE rn <= $4 ORDER BY seq LIMIT $3) AND status = 'Pending' AND next_at <= $2 \
+        "UPDATE webhook_deliveries SET next_at = $1 \
+         WHERE seq IN (\
+            SELECT d.seq FROM (SELECT MIN(seq) AS head FROM webhook_deliveries WHERE status = 'Pending' GROUP BY webhook, lane) h \
+            JOIN webhook_deliveries d ON d.seq = h.head JOIN webhooks w ON w.name = d.webhook \
+            WHERE d.next_at <= $2 AND w.enabled = 1 {skip} ORDER BY d.seq LIMIT $3\
+         ) AND status = 'Pending' AND next_at <= $2 \
          RETURNING seq, id, event_id, webhook, event, payload, attempts"
     );
     let mut q = sqlx::query_as::<Any, (i64, String, String, String, String, String, i64)>(&sql)
         .bind(lease_until)
         .bind(now)
-        .bind(limit)
-        .bind(per_webhook);
+        .bind(limit);
     for s in saturated {
         q = q.bind(s);
     }
@@ -466,18 +463,20 @@ pub async fn claim(db: &Db, now: i64, lease_until: i64, limit: i64, per_webhook:
 pub async fn record(db: &Db, cfg: &WebhookConfig, outcomes: &[Outcome], mut retry_at: impl FnMut(i64) -> i64) -> Result<Vec<String>> {
     let mut tx = db.pool.begin().await?;
     let now = now_ms();
-    // Per webhook: failures after its last success in this batch, and that success's time.
-    let mut streaks: std::collections::BTreeMap<&str, (i64, Option<i64>, Option<&str>)> = Default::default();
+    // Successes (the hot path) in one statement per status code; failures one by one.
+    let mut sent: std::collections::BTreeMap<Option<i64>, Vec<i64>> = Default::default();
     for o in outcomes {
-        let (status, next_at) = if o.ok {
-            ("Sent", now)
-        } else if o.attempt >= i64::from(cfg.max_attempts) {
+        if o.ok {
+            sent.entry(o.status_code).or_default().push(o.seq);
+            continue;
+        }
+        let (status, next_at) = if o.attempt >= i64::from(cfg.max_attempts) {
             ("Failed", now)
         } else {
             ("Pending", retry_at(o.attempt))
         };
         sqlx::query(
-            "UPDATE webhook_deliveries SET status = $1, attempts = $2, next_at = $3, last_status_code = $4, last_error = $5, modified = $6, sent_at = $7 WHERE seq = $8 AND status = 'Pending'",
+            "UPDATE webhook_deliveries SET status = $1, attempts = $2, next_at = $3, last_status_code = $4, last_error = $5, modified = $6 WHERE seq = $7 AND status = 'Pending'",
         )
         .bind(status)
         .bind(o.attempt)
@@ -485,28 +484,56 @@ pub async fn record(db: &Db, cfg: &WebhookConfig, outcomes: &[Outcome], mut retr
         .bind(o.status_code)
         .bind(o.error.clone())
         .bind(now)
-        .bind(o.ok.then_some(o.at))
         .bind(o.seq)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            "INSERT INTO webhook_attempts (id, webhook, delivery, event, event_id, attempt, ok, status_code, response_excerpt, duration_ms, error, created) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(new_id())
-        .bind(&o.webhook)
-        .bind(&o.delivery)
-        .bind(&o.event)
-        .bind(&o.event_id)
-        .bind(o.attempt)
-        .bind(o.ok as i64)
-        .bind(o.status_code)
-        .bind(o.excerpt.clone())
-        .bind(o.duration_ms)
-        .bind(o.error.clone())
-        .bind(o.at)
-        .execute(&mut *tx)
-        .await?;
+    }
+    for (code, seqs) in &sent {
+        for chunk in seqs.chunks(500) {
+            let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
+            let sql = format!(
+                "UPDATE webhook_deliveries SET status = 'Sent', attempts = attempts + 1, next_at = $1, last_status_code = $2, last_error = NULL, modified = $1, sent_at = $1 WHERE status = 'Pending' AND seq IN ({})",
+                marks.join(", ")
+            );
+            let mut q = sqlx::query(&sql).bind(now).bind(*code);
+            for seq in chunk {
+                q = q.bind(*seq);
+            }
+            q.execute(&mut *tx).await?;
+        }
+    }
+    for chunk in outcomes.chunks(50) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|r| {
+                let c: Vec<String> = (1..=12).map(|k| format!("${}", r * 12 + k)).collect();
+                format!("({})", c.join(", "))
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO webhook_attempts (id, webhook, delivery, event, event_id, attempt, ok, status_code, response_excerpt, duration_ms, error, created) VALUES {}",
+            rows.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for o in chunk {
+            q = q
+                .bind(new_id())
+                .bind(&o.webhook)
+                .bind(&o.delivery)
+                .bind(&o.event)
+                .bind(&o.event_id)
+                .bind(o.attempt)
+                .bind(o.ok as i64)
+                .bind(o.status_code)
+                .bind(o.excerpt.clone())
+                .bind(o.duration_ms)
+                .bind(o.error.clone())
+                .bind(o.at);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    // Per webhook: failures after its last success in this batch, and that success's time.
+    let mut streaks: std::collections::BTreeMap<&str, (i64, Option<i64>, Option<&str>)> = Default::default();
+    for o in outcomes {
         let s = streaks.entry(o.webhook.as_str()).or_insert((0, None, None));
         if o.ok {
             *s = (0, Some(o.at), None);

@@ -444,3 +444,32 @@ async fn teams_see_their_own_webhooks_and_global_ones_see_all() {
         cloud.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn a_failed_job_sends_job_failed_and_the_broken_status() {
+    for b in backends() {
+        // No agent: the job waits undelivered until the "agent" below reports it failed.
+        let cloud = Cloud::start(&b, Opts { agent: false, ..opts(fast(true)) }).await;
+        let admin = cloud.admin().await;
+        let rx = Receiver::start().await;
+        add(&admin, json!({"events": ["job.failed", "site.status_changed"], "url": rx.url})).await;
+        let (site, job) = admin.new_site("jobfail1", &["frappe"]).await;
+        let push = json!({"server": "app-server-1", "jobs": [{"id": "1", "agent_job_id": job, "job_type": "New Site", "status": "Failure", "error": "disk full", "steps": []}]});
+        let r = cloud.guest().raw(reqwest::Method::POST, "press.api.callbacks.agent_jobs").await;
+        let (s, body, _) = cloud.guest().send(r.header("Authorization", format!("Bearer {AGENT_PW}")).json(&push)).await;
+        assert_eq!(s, 200, "{body}");
+        let events = rx
+            .wait("job.failed and Broken", 20, |ev| {
+                ev.iter().any(|e| e["event"] == "job.failed") && ev.iter().any(|e| e["data"]["new_status"] == "Broken")
+            })
+            .await;
+        let failed = events.iter().find(|e| e["event"] == "job.failed").unwrap();
+        assert_eq!(failed["data"]["name"], job.as_str());
+        assert_eq!(failed["data"]["site"], site.as_str());
+        assert_eq!(failed["data"]["status"], "Failure");
+        assert_eq!(failed["data"]["error"], "disk full");
+        let broken = events.iter().find(|e| e["data"]["new_status"] == "Broken").unwrap();
+        assert_eq!((broken["data"]["name"].as_str(), broken["data"]["old_status"].as_str()), (Some(site.as_str()), Some("Pending")));
+        cloud.shutdown().await;
+    }
+}
