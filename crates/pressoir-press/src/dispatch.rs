@@ -163,10 +163,15 @@ impl Dispatcher {
                     Some(i) if i < due.len() => vec![i],
                     _ => (0..due.len()).collect(),
                 };
-                for i in bad {
+                for &i in &bad {
                     let msg = format!("agent rejected the job: {message}");
                     self.fail(&server.name, &due[i], &msg).await?;
                 }
+                // The rest of the batch was fine: due again at once, not at the lease's end.
+                let rest: Vec<String> =
+                    due.iter().enumerate().filter(|(i, _)| !bad.contains(i)).map(|(_, j)| j.name.clone()).collect();
+                self.store.release(&rest, now_ms()).await?;
+                self.wake();
             }
             Err(e) => {
                 tracing::warn!(server = %server.name, error = %e, "delivery failed; will retry");
@@ -257,6 +262,18 @@ impl Dispatcher {
         let ids: Vec<String> = by_id.keys().cloned().collect();
         match self.client.jobs(&server.agent_url, &server.agent_password, &ids).await {
             Ok(list) => {
+                // A job the agent answers without is one it never stored or lost (its store
+                // was reset): deliver it again; the agent deduplicates by our job name.
+                let known: std::collections::HashSet<String> = list
+                    .iter()
+                    .filter_map(|v| v.get("id").map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string())))
+                    .collect();
+                let lost: Vec<String> = by_id.iter().filter(|(id, _)| !known.contains(*id)).map(|(_, n)| n.clone()).collect();
+                if !lost.is_empty() {
+                    tracing::warn!(server = %server.name, jobs = lost.len(), "agent does not know some delivered jobs; redelivering");
+                    self.store.redeliver(&lost).await?;
+                    self.wake();
+                }
                 let n = self.apply(&server.name, &list, |id| by_id.get(id).cloned()).await?;
                 changed = n;
                 tracing::debug!(server = %server.name, polled = ids.len(), changed = n, "polled");

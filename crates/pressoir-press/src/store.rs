@@ -649,6 +649,22 @@ impl Store {
         Ok(())
     }
 
+    /// Puts delivered but unfinished jobs back in the outbox (their agent lost them).
+    pub async fn redeliver(&self, names: &[String]) -> Result<()> {
+        let mut tx = self.db.pool.begin().await?;
+        for n in names {
+            sqlx::query(
+                "UPDATE jobs SET status = 'Undelivered', agent_id = NULL, next_retry_at = $1, modified = $1 WHERE name = $2 AND status IN ('Pending', 'Running')",
+            )
+            .bind(now_ms())
+            .bind(n)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Servers with undelivered jobs due now.
     pub async fn servers_with_due_jobs(&self, now: i64) -> Result<Vec<String>> {
         let rows: Vec<(String,)> =

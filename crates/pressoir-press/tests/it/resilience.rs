@@ -108,3 +108,35 @@ async fn two_replicas_share_the_outbox() {
         cloud.shutdown().await;
     }
 }
+
+/// A delivered job its agent does not know (the agent's store was reset, or the server now
+/// points at another agent) goes back to the outbox and is delivered again, without running twice.
+#[tokio::test]
+async fn jobs_an_agent_lost_are_delivered_again() {
+    for b in backends() {
+        let cloud = Cloud::start(&b, Opts::default()).await;
+        let admin = cloud.admin().await;
+        let (site, job) = admin.new_site("lostjob", &["frappe"]).await;
+        admin.wait_status(&site, "Active", 20).await;
+        let cfg = cloud.press_config();
+        let store = pressoir_press::open_store(&cfg.database_url, &cfg.db_schema, 1).await.unwrap();
+        sqlx::query("UPDATE jobs SET status = 'Running', agent_id = '999999' WHERE name = $1")
+            .bind(&job)
+            .execute(&store.db.pool)
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let j = store.job(&job).await.unwrap().unwrap();
+            if j.status == "Success" {
+                assert_ne!(j.agent_id.as_deref(), Some("999999"));
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "job stayed {}", j.status);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(count_dirs(&cloud, "lostjob").await, 1);
+        store.db.pool.close().await;
+        cloud.shutdown().await;
+    }
+}
