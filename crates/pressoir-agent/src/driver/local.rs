@@ -208,12 +208,20 @@ impl LocalDriver {
         self.sites_dir(site).join(site.name.as_str())
     }
 
+    /// Opens a site database. `create` builds a fresh one, unseen until "New Site" moves its
+    /// folder into place: no journal (a failed build is thrown away whole), and one fsync of
+    /// the file at the end instead of a WAL. Existing databases run in WAL mode.
     async fn open_db(path: &Path, create: bool) -> Result<SqliteConnection, String> {
+        let (journal, sync) = if create {
+            (SqliteJournalMode::Off, SqliteSynchronous::Off)
+        } else {
+            (SqliteJournalMode::Wal, SqliteSynchronous::Normal)
+        };
         SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(create)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            .journal_mode(journal)
+            .synchronous(sync)
             .disable_statement_logging()
             .connect()
             .await
@@ -321,7 +329,14 @@ impl LocalDriver {
         log.line("install-app frappe");
         let (t, d, s) = (tmp.clone(), dir.clone(), sites.clone());
         let name = site.name.to_string();
+        let db_file = db_path.clone();
         blocking(move || {
+            // Everything in the new folder is on disk before the folder appears.
+            for p in [db_file.as_path(), t.join("db").as_path(), t.as_path()] {
+                std::fs::File::open(p)
+                    .and_then(|f| f.sync_all())
+                    .map_err(io_err("sync the new site folder"))?;
+            }
             if d.exists() {
                 let _ = std::fs::remove_dir_all(&t);
                 return Err(format!("site '{name}' already exists"));
