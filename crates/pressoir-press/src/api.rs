@@ -32,8 +32,11 @@ pub struct AppState {
     ping_cache: Mutex<HashMap<String, (Instant, Value)>>,
     /// Serialized site lists by (team, status, start, limit), valid while the team's
     /// `sites_version` is unchanged.
-    list_cache: Mutex<HashMap<(String, String, i64, i64), (i64, Bytes)>>,
+    list_cache: Mutex<HashMap<ListKey, (i64, Bytes)>>,
 }
+
+/// (team, status filter, start, limit) of a cached site list.
+type ListKey = (String, String, i64, i64);
 
 impl AppState {
     pub fn new(store: Store, config: Config, dispatcher: Arc<Dispatcher>) -> Self {
