@@ -7,6 +7,7 @@ mod agent;
 mod billing;
 mod identity;
 mod objects;
+mod oidc;
 mod press;
 mod up;
 mod webhook;

@@ -71,6 +71,16 @@ pub enum PressCommand {
         /// Let webhooks target loopback, private and link-local addresses (local development).
         #[arg(long, env = "PRESSOIR_WEBHOOKS_ALLOW_PRIVATE", value_parser = clap::builder::FalseyValueParser::new())]
         webhooks_allow_private: bool,
+        /// Accept `Authorization: Bearer` access tokens from this OIDC issuer (exactly its
+        /// tokens' `iss`, e.g. `https://keycloak.example/realms/frappe-cloud`).
+        #[arg(long, env = "PRESSOIR_OIDC_ISSUER")]
+        oidc_issuer: Option<String>,
+        /// The `aud` those tokens must carry.
+        #[arg(long, env = "PRESSOIR_OIDC_AUDIENCE", default_value = "press")]
+        oidc_audience: String,
+        /// Where to fetch the issuer's keys (default `<issuer>/protocol/openid-connect/certs`).
+        #[arg(long, env = "PRESSOIR_OIDC_JWKS_URL")]
+        oidc_jwks_url: Option<String>,
     },
     /// Teams.
     Team {
@@ -172,7 +182,17 @@ fn from_env(var: &str) -> anyhow::Result<String> {
 
 pub async fn run(args: PressArgs) -> anyhow::Result<()> {
     match args.command {
-        PressCommand::Serve { store, listen, domain, rate_limit, agent_rate_limit, webhooks_allow_private } => {
+        PressCommand::Serve {
+            store,
+            listen,
+            domain,
+            rate_limit,
+            agent_rate_limit,
+            webhooks_allow_private,
+            oidc_issuer,
+            oidc_audience,
+            oidc_jwks_url,
+        } => {
             std::fs::create_dir_all(&store.data_dir)?;
             let admin = admin_password(&store.data_dir)?;
             let mut cfg = pressoir_press::Config::new(store.url(), admin);
@@ -180,6 +200,13 @@ pub async fn run(args: PressArgs) -> anyhow::Result<()> {
             cfg.rate_limit = rate_limit;
             cfg.agent_rate_limit = agent_rate_limit;
             cfg.webhooks.allow_private = webhooks_allow_private;
+            if let Some(issuer) = oidc_issuer {
+                let mut oidc = crate::oidc::OidcSettings::new(&issuer, &oidc_audience);
+                oidc.jwks_url = oidc_jwks_url;
+                cfg.bearer = Some(oidc.bearer());
+            } else {
+                anyhow::ensure!(oidc_jwks_url.is_none(), "--oidc-jwks-url needs --oidc-issuer");
+            }
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;

@@ -52,6 +52,15 @@ fn resolve(store: &CredentialStore, key: &str, var: &str, label: &str) -> anyhow
     Ok(secret)
 }
 
+/// The gateway's own address as seen from this process (a wildcard listen is reached on loopback).
+fn loopback(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::from(([127, 0, 0, 1], addr.port())),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port())),
+        _ => addr,
+    }
+}
+
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create the data dir {}", args.data_dir.display()))?;
@@ -94,17 +103,59 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let mut seed = pressoir_press::ServerSeed::new(SERVER, &format!("http://{agent_addr}"), agent_password);
     seed.bench = BENCH.to_string();
     press.servers = vec![seed];
+
+    // Identity: the issuer is the public name, never the request's Host.
+    let port = gateway_addr.port();
+    let issuer_base = format!("http://auth.{}:{port}", args.domain);
+    let identity = crate::identity::config(
+        &data_dir,
+        &pressoir_core::db::service_url(&database_url, "identity"),
+        &issuer_base,
+    )?;
+    let issuer = identity.issuer();
+    let press_client = identity.client_id.clone();
+    let identity_router = pressoir_identity::app(identity, shutdown.clone())
+        .await
+        .context("identity failed to start")?;
+
+    // Press accepts the identity service's tokens (`aud` is the client's own id, `press`); the
+    // keys are fetched over loopback, through the gateway's `/realms/` path on any host.
+    let mut oidc = crate::oidc::OidcSettings::new(&issuer, &press_client);
+    let realm_path = issuer.strip_prefix(&issuer_base).unwrap_or("/realms/frappe-cloud");
+    oidc.jwks_url = Some(format!(
+        "http://{loopback}{realm_path}/protocol/openid-connect/certs",
+        loopback = loopback(gateway_addr)
+    ));
+    oidc.system_client = press_client;
+    press.bearer = Some(oidc.bearer());
     let press = pressoir_press::start(press, shutdown.clone()).await.context("press failed to start")?;
     let press_router = press.router;
 
-    // One line per service: `.host("auth.", identity)`, `.host("s3.", objects)`,
-    // `.host("billing.", billing)`, and `.path("/realms/", identity)`, `.path("/api/v1/", billing)`.
-    let gateway = Gateway::new(press_router);
+    let objects = crate::objects::config(&data_dir)?;
+    let objects_router = pressoir_objects::app(objects, shutdown.clone())
+        .await
+        .context("object storage failed to start")?;
+
+    let mut billing = crate::billing::config(&data_dir, Some(&database_url))?;
+    billing.api_url = format!("http://billing.{}:{port}", args.domain);
+    let billing_router = pressoir_billing::app(billing, shutdown.clone())
+        .await
+        .context("billing failed to start")?;
+
+    let gateway = Gateway::new(press_router)
+        .host("auth.", identity_router.clone())
+        .host("s3.", objects_router)
+        .host("billing.", billing_router.clone())
+        .path("/realms/", identity_router.clone())
+        .path("/auth/realms/", identity_router)
+        .path("/api/v1/", billing_router);
 
     println!(
-        "pressoir up: ready - Press http://{domain}:{port} (also http://{gateway_addr}/api/method/ping), agent http://{agent_addr}, data {dir}",
+        "pressoir up: ready - Press http://{domain}:{port} (also http://{gateway_addr}/api/method/ping), \
+         identity {issuer} (also http://{gateway_addr}/realms/), S3 http://s3.{domain}:{port} (path-style), \
+         billing http://billing.{domain}:{port}/api/v1 (also http://{gateway_addr}/api/v1/), \
+         agent http://{agent_addr}, data {dir}",
         domain = args.domain,
-        port = gateway_addr.port(),
         dir = data_dir.display(),
     );
     let served = pressoir_core::serve(gateway_l, gateway.into_router(), shutdown.clone()).await;
