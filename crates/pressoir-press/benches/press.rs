@@ -2,7 +2,9 @@
 //! lifted, beside a hyper hello-world measured in the same run, on SQLite and (when
 //! `PRESSOIR_TEST_POSTGRES_URL` is set) on PostgreSQL. All traffic goes to 127.0.0.1.
 //!
-//! `cargo bench -p pressoir-press --bench press` (env `PRESS_BENCH_SECS` sets each load's length).
+//! `cargo bench -p pressoir-press --bench press`. Env: `PRESS_BENCH_SECS` (each load's length),
+//! `PRESS_BENCH_QUICK` (only the latency and 1,000-site runs), `PRESS_BENCH_ONLY_GET` (only
+//! `site.get`, for profiling).
 
 use pressoir_bench::{Spec, Stop, hello, load, stats};
 use pressoir_core::{RateSpec, Secret, Shutdown};
@@ -130,6 +132,19 @@ async fn bench_backend(label: &str, database_url: String, schema: &str, hello_rp
     let p = start(dir.path(), database_url.clone(), schema).await;
     println!("== Press on {label}");
 
+    if std::env::var("PRESS_BENCH_ONLY_GET").is_ok() {
+        p.call("press.api.site.new", json!({"site": {"name": "bulk00001", "apps": ["frappe"], "plan": "Starter"}})).await;
+        let r = load::run(
+            Spec::get(p.addr, "/api/method/press.api.site.get?name=bulk00001")
+                .header("Authorization", &p.token)
+                .connections(64)
+                .stop(Stop::Duration(secs())),
+        )
+        .await;
+        println!("site.get (API key): {}", r.line());
+        p.shutdown.trigger();
+        return;
+    }
     // site.new → Active, one at a time.
     let mut lat = Vec::new();
     for i in 0..50 {
