@@ -786,7 +786,7 @@ impl S3 for Objects {
             .head(&src_bucket, &src_key)
             .await
             .map_err(store_error)?;
-        check_preconditions(
+        check_copy_preconditions(
             &src_meta,
             input.copy_source_if_match.as_ref(),
             input.copy_source_if_none_match.as_ref(),
@@ -1111,7 +1111,7 @@ impl S3 for Objects {
             .head(&src_bucket, &src_key)
             .await
             .map_err(store_error)?;
-        check_preconditions(
+        check_copy_preconditions(
             &src,
             input.copy_source_if_match.as_ref(),
             input.copy_source_if_none_match.as_ref(),
@@ -1422,6 +1422,23 @@ fn condition_matches(cond: &ETagCondition, tag: &str) -> bool {
         ETagCondition::Any => true,
         ETagCondition::ETag(e) => e.value() == tag,
     }
+}
+
+/// `x-amz-copy-source-if-match` / `-if-none-match`: both fail with 412, as in S3.
+fn check_copy_preconditions(
+    meta: &ObjectMeta,
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+) -> S3Result<()> {
+    let failed = if_match.is_some_and(|c| !condition_matches(c, &meta.etag))
+        || if_none_match.is_some_and(|c| condition_matches(c, &meta.etag));
+    if failed {
+        return Err(s3_error!(
+            PreconditionFailed,
+            "At least one of the pre-conditions you specified did not hold"
+        ));
+    }
+    Ok(())
 }
 
 /// `If-Match` / `If-None-Match` on reads.

@@ -1401,7 +1401,13 @@ fn publish(
         Condition::Exists => current.is_some(),
     };
     if !holds {
-        return Err(StoreError::PreconditionFailed);
+        // If-Match on a key that is not there is a missing key, as in S3.
+        let missing = current.is_none() && matches!(cond, Condition::ETag(_) | Condition::Exists);
+        return Err(if missing {
+            StoreError::NoSuchKey
+        } else {
+            StoreError::PreconditionFailed
+        });
     }
     if let Some(dir) = target.parent() {
         std::fs::create_dir_all(dir)?;
