@@ -13,10 +13,11 @@
 //! subscription, code, timestamp). `unique_count_agg`, `weighted_sum_agg` and percentage
 //! charges with per-event rules read the events of the period themselves.
 //!
-//! On SQLite, whose writers are serialized anyway, ingest requests go through one writer
-//! that commits the requests waiting together (group commit, one savepoint per request so a
-//! duplicate refuses only its own request); on PostgreSQL requests write in parallel and
-//! the hourly buckets are sharded so they do not queue on one row lock.
+//! Ingest requests go through writers (one on SQLite, whose writers are serialized anyway,
+//! four on PostgreSQL) that commit the requests waiting together in one statement (group
+//! commit; if any event is a duplicate the group is redone request by request, so a
+//! duplicate refuses only its own request). On PostgreSQL the hourly buckets are sharded so
+//! concurrent writers do not queue on one row lock.
 //!
 //! Webhooks are written to a durable outbox in the same transaction as the change, then
 //! delivered by a background task, signed as Lago signs them (HMAC or RS256 JWT).
@@ -233,12 +234,10 @@ async fn open(config: &Config) -> Result<Arc<App>, Error> {
         }
     };
     let signer = webhook::Signer::new(&org.hmac_key, &org.rsa_private_pem, &config.api_url)?;
-    let (ingest_queue, ingest_rx) = match store.backend() {
-        pressoir_core::db::Backend::Sqlite => {
-            let (tx, rx) = tokio::sync::mpsc::channel(1024);
-            (Some(tx), Some(rx))
-        }
-        pressoir_core::db::Backend::Postgres => (None, None),
+    let (ingest_queue, ingest_rx) = tokio::sync::mpsc::channel(1024);
+    let writers = match store.backend() {
+        pressoir_core::db::Backend::Sqlite => 1,
+        pressoir_core::db::Backend::Postgres => 4,
     };
     let writer_store = store.clone();
     let app = Arc::new(App {
@@ -251,10 +250,11 @@ async fn open(config: &Config) -> Result<Arc<App>, Error> {
         endpoints_checked_at: std::sync::atomic::AtomicI64::new(0),
         webhook_wake: tokio::sync::Notify::new(),
         webhook: config.webhook.clone(),
-        ingest_queue,
+        ingest_queue: Some(ingest_queue),
     });
-    if let Some(rx) = ingest_rx {
-        tokio::spawn(service::group_writer(writer_store, rx));
+    let rx = Arc::new(tokio::sync::Mutex::new(ingest_rx));
+    for _ in 0..writers {
+        tokio::spawn(service::group_writer(writer_store.clone(), rx.clone()));
     }
     app.reload_metrics().await?;
     seed(&app, config).await?;

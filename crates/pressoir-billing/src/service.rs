@@ -38,8 +38,8 @@ pub struct App {
     pub endpoints_checked_at: std::sync::atomic::AtomicI64,
     pub webhook_wake: Notify,
     pub webhook: crate::webhook::Settings,
-    /// On SQLite, ingest goes through one writer that commits concurrent requests together
-    /// (see [`group_writer`]); on PostgreSQL each request writes in parallel.
+    /// Ingest goes through writers that commit concurrent requests together (see
+    /// [`group_writer`]): one on SQLite, a few on PostgreSQL.
     pub ingest_queue: Option<tokio::sync::mpsc::Sender<IngestJob>>,
 }
 
@@ -50,22 +50,32 @@ pub struct IngestJob {
     pub reply: tokio::sync::oneshot::Sender<Result<(Vec<EventRow>, Vec<usize>), String>>,
 }
 
-/// Group commit for SQLite, whose writers are serialized anyway: takes every ingest request
-/// waiting, writes each under its own savepoint (so one request's duplicate refuses only that
-/// request), and commits them in one transaction. Ends when the service is dropped.
-pub async fn group_writer(store: Store, mut rx: tokio::sync::mpsc::Receiver<IngestJob>) {
-    while let Some(first) = rx.recv().await {
-        let mut count = first.rows.len();
-        let mut jobs = vec![first];
-        while count < 5_000 {
-            match rx.try_recv() {
-                Ok(j) => {
-                    count += j.rows.len();
-                    jobs.push(j);
+/// Group commit: a writer takes every ingest request waiting and writes them all in one
+/// statement and one transaction. If any event of the group is a duplicate, the group is
+/// rolled back and each request is written alone, so a duplicate refuses only its own
+/// request. Several writers may share the queue (PostgreSQL). Ends when the service is
+/// dropped.
+pub async fn group_writer(
+    store: Store,
+    rx: std::sync::Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<IngestJob>>>,
+) {
+    loop {
+        let jobs = {
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else { return };
+            let mut count = first.rows.len();
+            let mut jobs = vec![first];
+            while count < 2_000 {
+                match rx.try_recv() {
+                    Ok(j) => {
+                        count += j.rows.len();
+                        jobs.push(j);
+                    }
+                    Err(_) => break,
                 }
-                Err(_) => break,
             }
-        }
+            jobs
+        };
         match write_group(&store, &jobs).await {
             Ok(outcomes) => {
                 for (job, dups) in jobs.into_iter().zip(outcomes) {
@@ -83,32 +93,29 @@ pub async fn group_writer(store: Store, mut rx: tokio::sync::mpsc::Receiver<Inge
     }
 }
 
-async fn write_group(store: &Store, jobs: &[IngestJob]) -> Result<Vec<Vec<usize>>, Error> {
+/// Writes rows in one transaction, committed only if none is a duplicate.
+async fn write_one(store: &Store, rows: &[&EventRow]) -> Result<Vec<usize>, Error> {
     let mut tx = store.begin().await?;
-    if let [only] = jobs {
-        let dups = store::insert_events(tx.conn(), &only.rows).await?;
-        if dups.is_empty() {
-            tx.commit().await?;
-        }
+    let dups = store::insert_event_refs(tx.conn(), rows).await?;
+    if dups.is_empty() {
+        tx.commit().await?;
+    }
+    Ok(dups)
+}
+
+async fn write_group(store: &Store, jobs: &[IngestJob]) -> Result<Vec<Vec<usize>>, Error> {
+    let all: Vec<&EventRow> = jobs.iter().flat_map(|j| j.rows.iter()).collect();
+    let dups = write_one(store, &all).await?;
+    if jobs.len() == 1 {
         return Ok(vec![dups]);
+    }
+    if dups.is_empty() {
+        return Ok(vec![Vec::new(); jobs.len()]);
     }
     let mut outcomes = Vec::with_capacity(jobs.len());
     for job in jobs {
-        sqlx::query("SAVEPOINT ingest_job")
-            .execute(tx.conn())
-            .await?;
-        let dups = store::insert_events(tx.conn(), &job.rows).await?;
-        if !dups.is_empty() {
-            sqlx::query("ROLLBACK TO SAVEPOINT ingest_job")
-                .execute(tx.conn())
-                .await?;
-        }
-        sqlx::query("RELEASE SAVEPOINT ingest_job")
-            .execute(tx.conn())
-            .await?;
-        outcomes.push(dups);
+        outcomes.push(write_one(store, &job.rows.iter().collect::<Vec<_>>()).await?);
     }
-    tx.commit().await?;
     Ok(outcomes)
 }
 

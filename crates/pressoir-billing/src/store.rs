@@ -643,6 +643,11 @@ fn event_row(r: &AnyRow) -> EventRow {
 /// whose (external_subscription_id, transaction_id) already existed; when there are any,
 /// nothing must be committed (the caller rolls back).
 pub async fn insert_events(c: &mut Conn, events: &[EventRow]) -> Result<Vec<usize>, Error> {
+    insert_event_refs(c, &events.iter().collect::<Vec<_>>()).await
+}
+
+/// [`insert_events`] over borrowed rows (the group writer joins several requests' rows).
+pub async fn insert_event_refs(c: &mut Conn, events: &[&EventRow]) -> Result<Vec<usize>, Error> {
     let mut inserted: u64 = 0;
     for chunk in events.chunks(100) {
         let mut q = format!("INSERT INTO events ({EVENT_COLS}) VALUES ");
@@ -691,7 +696,7 @@ pub async fn insert_events(c: &mut Conn, events: &[EventRow]) -> Result<Vec<usiz
             by_sub
                 .entry(e.external_subscription_id.as_str())
                 .or_default()
-                .push(e);
+                .push(*e);
         }
         for (sub, evs) in by_sub {
             for chunk in evs.chunks(100) {
