@@ -149,14 +149,16 @@ async fn run(label: &str, url: String, schema: &str, poll: Duration) {
 #[tokio::main]
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
-    for poll in [Duration::from_millis(50), Duration::from_millis(5)] {
+    for poll in [Duration::from_millis(20), Duration::from_millis(5)] {
         let path = dir.path().join(format!("bench-{}.sqlite", poll.as_millis()));
         run("sqlite", pressoir_core::db::sqlite_url(&path), "press", poll).await;
         if let Some(pg) = pressoir_core::db::test_postgres_url() {
             let schema = format!("wh_bench_{}_{}", poll.as_millis(), std::process::id());
             run("postgres", pg.clone(), &schema, poll).await;
             let db = pressoir_core::db::Db::connect(&pg, "public", 1).await.unwrap();
-            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).execute(&db.pool).await;
+            if std::env::var("WEBHOOK_BENCH_KEEP").is_err() {
+                let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).execute(&db.pool).await;
+            }
         } else {
             println!("postgres: SKIPPED (PRESSOIR_TEST_POSTGRES_URL is not set)");
         }

@@ -232,7 +232,7 @@ pub async fn list(store: &Store, team: &str) -> Result<Value> {
 }
 
 async fn ping(cfg: &WebhookConfig, w: &Webhook) -> Result<()> {
-    let client = guard::client(cfg.allow_private, cfg.timeout);
+    let client = guard::client(cfg.allow_private, cfg.timeout).map_err(Error::internal)?;
     let id = new_id();
     let body = json!({"event": VALIDATE_EVENT, "id": id, "timestamp": rfc3339_ms(now_ms()), "data": {}}).to_string();
     let r = deliver::send(&client, cfg.allow_private, cfg.timeout, &w.url, &w.header_map(), w.secret.as_deref(), &w.signing_secret, &id, &body)

@@ -153,7 +153,13 @@ pub fn spawn(store: Store, cfg: WebhookConfig, shutdown: Shutdown) -> (Waker, to
 
 async fn run(store: Store, cfg: WebhookConfig, shutdown: Shutdown, waker: Waker) {
     let db = store.db.clone();
-    let client = guard::client(cfg.allow_private, cfg.timeout);
+    let client = match guard::client(cfg.allow_private, cfg.timeout) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "webhook delivery is not running");
+            return;
+        }
+    };
     let lease = (cfg.timeout + Duration::from_secs(5)).as_millis() as i64;
     let (tx, mut rx) = mpsc::unbounded_channel::<Outcome>();
     let mut inflight: HashMap<String, usize> = HashMap::new();
@@ -238,11 +244,11 @@ async fn run(store: Store, cfg: WebhookConfig, shutdown: Shutdown, waker: Waker)
             }
         }
         if progressed && db_backoff.is_zero() {
-            // Let a few outcomes gather (2 ms at most) so one transaction records many and
-            // the next claim scans once for them all.
+            // Let outcomes gather (3 ms at most, half of those in flight) so one transaction
+            // records many and one claim refills their slots.
             if total > done.len() {
-                let want = total.min(64);
-                let _ = tokio::time::timeout(Duration::from_millis(2), async {
+                let want = (total / 2).clamp(1, 256);
+                let _ = tokio::time::timeout(Duration::from_millis(3), async {
                     while done.len() < want {
                         match rx.recv().await {
                             Some(o) => done.push(o),

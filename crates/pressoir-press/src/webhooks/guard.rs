@@ -122,8 +122,8 @@ impl Resolve for GuardedResolver {
 }
 
 /// The HTTP client for deliveries and validation pings: guarded resolver, no redirects, no
-/// proxy from the environment, connection pooling.
-pub fn client(allow_private: bool, timeout: Duration) -> reqwest::Client {
+/// proxy from the environment, connection pooling. (No fallback to an unguarded client.)
+pub fn client(allow_private: bool, timeout: Duration) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .dns_resolver(Arc::new(GuardedResolver { allow_private }))
         .redirect(reqwest::redirect::Policy::none())
@@ -134,7 +134,7 @@ pub fn client(allow_private: bool, timeout: Duration) -> reqwest::Client {
         .tcp_nodelay(true)
         .user_agent("Pressoir-Webhooks/1")
         .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+        .map_err(|e| format!("cannot build the webhook HTTP client: {e}"))
 }
 
 /// An error with its causes, the way an attempt log shows it.

@@ -77,7 +77,7 @@ impl Default for WebhookConfig {
             backoff_cap: Duration::from_secs(3600),
             disable_after_failures: 20,
             disable_after: Duration::from_secs(3600),
-            poll_interval: Duration::from_millis(50),
+            poll_interval: Duration::from_millis(20),
             max_in_flight: 256,
             max_in_flight_per_webhook: 32,
             retention: Duration::from_secs(7 * 24 * 3600),

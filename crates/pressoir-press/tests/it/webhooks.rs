@@ -31,6 +31,7 @@ struct RecvState {
     hits: Mutex<usize>,
     script: Mutex<VecDeque<Act>>,
     default: Mutex<Option<u16>>,
+    stall: Mutex<Option<Duration>>,
 }
 
 /// A webhook receiver: answers 200 unless scripted otherwise; keeps what it answered 2xx to.
@@ -41,7 +42,12 @@ pub struct Receiver {
 
 async fn hook(State(st): State<Arc<RecvState>>, headers: http::HeaderMap, body: Bytes) -> Response {
     *st.hits.lock().unwrap() += 1;
-    let act = st.script.lock().unwrap().pop_front().unwrap_or(Act::Status(st.default.lock().unwrap().unwrap_or(200)));
+    let stall = *st.stall.lock().unwrap();
+    let fallback = match stall {
+        Some(d) => Act::Sleep(d),
+        None => Act::Status(st.default.lock().unwrap().unwrap_or(200)),
+    };
+    let act = st.script.lock().unwrap().pop_front().unwrap_or(fallback);
     match act {
         Act::Sleep(d) => {
             tokio::time::sleep(d).await;
@@ -79,6 +85,11 @@ impl Receiver {
 
     pub fn answer(&self, code: u16) {
         *self.st.default.lock().unwrap() = Some(code);
+    }
+
+    /// Every request from now on answers only after `d`.
+    pub fn stall(&self, d: Duration) {
+        *self.st.stall.lock().unwrap() = Some(d);
     }
 
     pub fn hits(&self) -> usize {
@@ -470,6 +481,40 @@ async fn a_failed_job_sends_job_failed_and_the_broken_status() {
         assert_eq!(failed["data"]["error"], "disk full");
         let broken = events.iter().find(|e| e["data"]["new_status"] == "Broken").unwrap();
         assert_eq!((broken["data"]["name"].as_str(), broken["data"]["old_status"].as_str()), (Some(site.as_str()), Some("Pending")));
+        cloud.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_stalled_receiver_holds_up_no_other() {
+    for b in backends() {
+        let cloud = Cloud::start(&b, opts(fast(true))).await;
+        let admin = cloud.admin().await;
+        let slow = Receiver::start().await;
+        let quick = Receiver::start().await;
+        let s = add(&admin, json!({"events": ["site.created"], "url": slow.url})).await;
+        add(&admin, json!({"events": ["site.created"], "url": quick.url})).await;
+        slow.stall(Duration::from_secs(10));
+        let t = Instant::now();
+        let mut sites = Vec::new();
+        for i in 0..5 {
+            sites.push(admin.new_site(&format!("stall{i}"), &["frappe"]).await.0);
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "the API waited for a receiver");
+        quick.wait("every site.created", 5, |ev| sites.iter().all(|s| ev.iter().any(|e| e["data"]["name"] == s.as_str()))).await;
+        assert!(t.elapsed() < Duration::from_secs(6), "a stalled receiver held up another");
+        // The stalled one's attempts time out and are logged as such.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, a) = admin.get("press.api.webhook.attempts", &[("name", s["name"].as_str().unwrap())]).await;
+            let l = a["message"].as_array().cloned().unwrap_or_default();
+            if !l.is_empty() {
+                assert!(l.iter().all(|x| x["status"] == "Failed" && x["error"].as_str().unwrap_or("").contains("timed out")), "{a}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "no attempt logged for the stalled receiver");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         cloud.shutdown().await;
     }
 }
