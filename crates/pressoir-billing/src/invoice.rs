@@ -423,17 +423,17 @@ impl App {
         let metadata = m.get("metadata").cloned();
         self.change_invoice(id, move |i| {
             let mut hook = None;
-            if let Some(s) = status {
-                if s != i.payment_status {
-                    i.payment_status = s.clone();
-                    hook = Some("invoice.payment_status_updated");
-                    if s == "succeeded" {
-                        i.data.insert(
-                            "total_paid_amount_cents".into(),
-                            json!(i.total_amount_cents),
-                        );
-                        i.data.insert("total_due_amount_cents".into(), json!(0));
-                    }
+            if let Some(s) = status
+                && s != i.payment_status
+            {
+                i.payment_status = s.clone();
+                hook = Some("invoice.payment_status_updated");
+                if s == "succeeded" {
+                    i.data.insert(
+                        "total_paid_amount_cents".into(),
+                        json!(i.total_amount_cents),
+                    );
+                    i.data.insert("total_due_amount_cents".into(), json!(0));
                 }
             }
             if let Some(Value::Array(md)) = metadata {

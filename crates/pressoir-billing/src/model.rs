@@ -139,10 +139,10 @@ impl Metric {
         } else {
             base.map(|b| b.filters.clone()).unwrap_or_default()
         };
-        if let Some(c) = &code {
-            if !valid_code(c) {
-                f.err("code", "value_is_invalid");
-            }
+        if let Some(c) = &code
+            && !valid_code(c)
+        {
+            f.err("code", "value_is_invalid");
         }
         let mut weighted_interval = weighted_interval;
         if let Some(a) = aggregation {
@@ -429,10 +429,9 @@ impl Pricing {
                     dec_prop(props, "per_transaction_min_amount", &mut e, false);
                 if let (Some(mx), Some(mn)) =
                     (per_transaction_max_amount, per_transaction_min_amount)
+                    && mx < mn
                 {
-                    if mx < mn {
-                        e.add("per_transaction_max_amount", "invalid_amount");
-                    }
+                    e.add("per_transaction_max_amount", "invalid_amount");
                 }
                 Pricing::Percentage {
                     rate,
@@ -734,15 +733,14 @@ impl Charge {
                     }
                 }
             }
-            if let Some(metric) = &metric {
-                if pay_in_advance
-                    && !matches!(
-                        metric.aggregation_type,
-                        Aggregation::CountAgg | Aggregation::SumAgg | Aggregation::UniqueCountAgg
-                    )
-                {
-                    f.err("pay_in_advance", "invalid_aggregation_type_or_charge_model");
-                }
+            if let Some(metric) = &metric
+                && pay_in_advance
+                && !matches!(
+                    metric.aggregation_type,
+                    Aggregation::CountAgg | Aggregation::SumAgg | Aggregation::UniqueCountAgg
+                )
+            {
+                f.err("pay_in_advance", "invalid_aggregation_type_or_charge_model");
             }
         }
         if !f.errors.is_empty() {

@@ -50,11 +50,11 @@ pub fn amount(p: &Pricing, u: &Usage) -> Decimal {
                     let mut count = 0i64;
                     for v in values.iter().take(n) {
                         let next = total + v;
-                        if let Some(cap) = free_units_per_total_aggregation {
-                            if next > *cap {
-                                total = *cap;
-                                break;
-                            }
+                        if let Some(cap) = free_units_per_total_aggregation
+                            && next > *cap
+                        {
+                            total = *cap;
+                            break;
                         }
                         total = next;
                         count += 1;
@@ -130,10 +130,10 @@ fn graduated(ranges: &[Range], units: Decimal) -> Decimal {
         if last {
             break;
         }
-        if let Some(to) = r.to {
-            if units < to {
-                break;
-            }
+        if let Some(to) = r.to
+            && units < to
+        {
+            break;
         }
     }
     total

@@ -143,10 +143,10 @@ fn parse_time(v: &Value) -> Option<i64> {
 /// Lago's event timestamp: Unix seconds as an integer, a float, or a numeric string (ours
 /// also takes RFC 3339 text). Exact: read through a decimal.
 pub fn parse_event_timestamp(v: &Value) -> Option<i64> {
-    if let Value::String(s) = v {
-        if let Some(ms) = parse_rfc3339_ms(s) {
-            return Some(ms);
-        }
+    if let Value::String(s) = v
+        && let Some(ms) = parse_rfc3339_ms(s)
+    {
+        return Some(ms);
     }
     let d = decimal_of(v)?;
     let ms = (d * Decimal::from(1000)).trunc();
@@ -251,10 +251,10 @@ fn customer_fields(m: &Map<String, Value>, errors: &mut FieldErrors) -> Map<Stri
     }
     let s =
         |out: &Map<String, Value>, k: &str| out.get(k).and_then(Value::as_str).map(str::to_string);
-    if let Some(c) = s(&out, "currency") {
-        if !valid_currency(&c) {
-            f.err("currency", "value_is_invalid");
-        }
+    if let Some(c) = s(&out, "currency")
+        && !valid_currency(&c)
+    {
+        f.err("currency", "value_is_invalid");
     }
     if let Some(c) = s(&out, "country") {
         if c.len() != 2 || !c.chars().all(|ch| ch.is_ascii_alphabetic()) {
@@ -263,31 +263,31 @@ fn customer_fields(m: &Map<String, Value>, errors: &mut FieldErrors) -> Map<Stri
             out.insert("country".into(), json!(c.to_ascii_uppercase()));
         }
     }
-    if let Some(e) = s(&out, "email") {
-        if !e.is_empty()
-            && !e.split(',').all(|p| {
-                let p = p.trim();
-                p.split_once('@')
-                    .is_some_and(|(a, b)| !a.is_empty() && b.contains('.'))
-            })
-        {
-            f.err("email", "invalid_email_format");
-        }
+    if let Some(e) = s(&out, "email")
+        && !e.is_empty()
+        && !e.split(',').all(|p| {
+            let p = p.trim();
+            p.split_once('@')
+                .is_some_and(|(a, b)| !a.is_empty() && b.contains('.'))
+        })
+    {
+        f.err("email", "invalid_email_format");
     }
-    if let Some(t) = s(&out, "customer_type") {
-        if !["company", "individual"].contains(&t.as_str()) {
-            f.err("customer_type", "value_is_invalid");
-        }
+    if let Some(t) = s(&out, "customer_type")
+        && !["company", "individual"].contains(&t.as_str())
+    {
+        f.err("customer_type", "value_is_invalid");
     }
-    if let Some(t) = s(&out, "finalize_zero_amount_invoice") {
-        if !["inherit", "skip", "finalize"].contains(&t.as_str()) {
-            f.err("finalize_zero_amount_invoice", "value_is_invalid");
-        }
+    if let Some(t) = s(&out, "finalize_zero_amount_invoice")
+        && !["inherit", "skip", "finalize"].contains(&t.as_str())
+    {
+        f.err("finalize_zero_amount_invoice", "value_is_invalid");
     }
-    if let Some(tz) = s(&out, "timezone") {
-        if tz != "UTC" && !tz.contains('/') {
-            f.err("timezone", "invalid_timezone");
-        }
+    if let Some(tz) = s(&out, "timezone")
+        && tz != "UTC"
+        && !tz.contains('/')
+    {
+        f.err("timezone", "invalid_timezone");
     }
     if m.contains_key("net_payment_term") {
         match f.get("net_payment_term") {
@@ -409,10 +409,10 @@ impl App {
         let body = Value::Object(payload).to_string();
         let now = now_ms();
         for e in eps {
-            if let Some(types) = &e.event_types {
-                if !types.iter().any(|t| t == webhook_type) {
-                    continue;
-                }
+            if let Some(types) = &e.event_types
+                && !types.iter().any(|t| t == webhook_type)
+            {
+                continue;
             }
             store::enqueue_webhook(c, &new_id(), &e.lago_id, webhook_type, &body, now).await?;
         }
@@ -456,10 +456,7 @@ impl App {
                     .await?;
                 row
             }
-            None => {
-                let row = self.create_customer(c, &external_id, fields, now).await?;
-                row
-            }
+            None => self.create_customer(c, &external_id, fields, now).await?,
         };
         tx.commit().await?;
         self.webhook_wake.notify_one();
@@ -1110,12 +1107,13 @@ impl App {
             if plan.pay_in_advance && p.from <= now {
                 crate::invoice::advance(self, c, &sub, &plan, p).await?;
             }
-            if let Some(end) = sub.ending_at {
-                if end <= now && end < p.to {
-                    let s = sub.clone();
-                    Box::pin(self.terminate(c, s, end)).await?;
-                    return Ok(store::sub_by_id(c, &sub.lago_id).await?.unwrap_or(sub));
-                }
+            if let Some(end) = sub.ending_at
+                && end <= now
+                && end < p.to
+            {
+                let s = sub.clone();
+                Box::pin(self.terminate(c, s, end)).await?;
+                return Ok(store::sub_by_id(c, &sub.lago_id).await?.unwrap_or(sub));
             }
             if p.to > now {
                 break;

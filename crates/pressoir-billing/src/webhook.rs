@@ -318,12 +318,12 @@ impl App {
             existing.as_ref().and_then(|e| e.event_types.clone())
         };
         let all = store::endpoints(c).await?;
-        if let Some(u) = &url {
-            if all.iter().any(|e| {
+        if let Some(u) = &url
+            && all.iter().any(|e| {
                 &e.webhook_url == u && Some(&e.lago_id) != existing.as_ref().map(|x| &x.lago_id)
-            }) {
-                f.err("webhook_url", "value_already_exist");
-            }
+            })
+        {
+            f.err("webhook_url", "value_already_exist");
         }
         if existing.is_none() && all.len() >= 10 {
             f.err("base", "exceeded_limit");
