@@ -23,11 +23,22 @@ struct Seen {
     latencies_ms: Vec<i64>,
 }
 
-async fn hook(State(seen): State<Arc<Mutex<Seen>>>, headers: http::HeaderMap, body: Bytes) -> &'static str {
+async fn hook(
+    State(seen): State<Arc<Mutex<Seen>>>,
+    headers: http::HeaderMap,
+    body: Bytes,
+) -> &'static str {
     let now = now_ms();
-    let id = headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let id = headers
+        .get("webhook-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    let ts = v["timestamp"].as_str().and_then(parse_rfc3339_ms).unwrap_or(now);
+    let ts = v["timestamp"]
+        .as_str()
+        .and_then(parse_rfc3339_ms)
+        .unwrap_or(now);
     let mut s = seen.lock().unwrap();
     if s.ids.insert(id) {
         s.latencies_ms.push(now - ts);
@@ -36,7 +47,10 @@ async fn hook(State(seen): State<Arc<Mutex<Seen>>>, headers: http::HeaderMap, bo
 }
 
 fn env_num(name: &str, d: usize) -> usize {
-    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(d)
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(d)
 }
 
 fn pct(sorted: &[i64], p: f64) -> i64 {
@@ -46,14 +60,28 @@ fn pct(sorted: &[i64], p: f64) -> i64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-async fn enqueue_batch(store: &pressoir_press::store::Store, n: usize, lanes: usize, per_tx: usize, offset: usize) {
+async fn enqueue_batch(
+    store: &pressoir_press::store::Store,
+    n: usize,
+    lanes: usize,
+    per_tx: usize,
+    offset: usize,
+) {
     let mut i = 0;
     while i < n {
         let mut tx = store.db.pool.begin().await.unwrap();
         for _ in 0..per_tx.min(n - i) {
             let site = format!("site{:04}.cloud.localhost", (offset + i) % lanes);
             let data = json!({"name": site, "status": "Active", "plan": "Starter", "team": "Administrator", "apps": ["frappe"]});
-            wstore::enqueue(&mut tx, "site.status_changed", "Administrator", &wstore::site_lane(&site), data).await.unwrap();
+            wstore::enqueue(
+                &mut tx,
+                "site.status_changed",
+                "Administrator",
+                &wstore::site_lane(&site),
+                data,
+            )
+            .await
+            .unwrap();
             i += 1;
         }
         tx.commit().await.unwrap();
@@ -72,9 +100,13 @@ async fn wait_count(seen: &Arc<Mutex<Seen>>, n: usize, limit: Duration) -> bool 
 }
 
 async fn run(label: &str, url: String, schema: &str, poll: Duration) {
-    let store = pressoir_press::open_store(&url, schema, 8).await.expect("store");
+    let store = pressoir_press::open_store(&url, schema, 8)
+        .await
+        .expect("store");
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let app = axum::Router::new().route("/hook", axum::routing::post(hook)).with_state(seen.clone());
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(hook))
+        .with_state(seen.clone());
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
@@ -94,7 +126,9 @@ async fn run(label: &str, url: String, schema: &str, poll: Duration) {
         created: now,
         modified: now,
     };
-    wstore::insert(&store.db, &w, &["site.status_changed".to_string()]).await.unwrap();
+    wstore::insert(&store.db, &w, &["site.status_changed".to_string()])
+        .await
+        .unwrap();
     let cfg = WebhookConfig {
         allow_private: true,
         poll_interval: poll,
@@ -150,14 +184,26 @@ async fn run(label: &str, url: String, schema: &str, poll: Duration) {
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
     for poll in [Duration::from_millis(20), Duration::from_millis(5)] {
-        let path = dir.path().join(format!("bench-{}.sqlite", poll.as_millis()));
-        run("sqlite", pressoir_core::db::sqlite_url(&path), "press", poll).await;
+        let path = dir
+            .path()
+            .join(format!("bench-{}.sqlite", poll.as_millis()));
+        run(
+            "sqlite",
+            pressoir_core::db::sqlite_url(&path),
+            "press",
+            poll,
+        )
+        .await;
         if let Some(pg) = pressoir_core::db::test_postgres_url() {
             let schema = format!("wh_bench_{}_{}", poll.as_millis(), std::process::id());
             run("postgres", pg.clone(), &schema, poll).await;
-            let db = pressoir_core::db::Db::connect(&pg, "public", 1).await.unwrap();
+            let db = pressoir_core::db::Db::connect(&pg, "public", 1)
+                .await
+                .unwrap();
             if std::env::var("WEBHOOK_BENCH_KEEP").is_err() {
-                let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).execute(&db.pool).await;
+                let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                    .execute(&db.pool)
+                    .await;
             }
         } else {
             println!("postgres: SKIPPED (PRESSOIR_TEST_POSTGRES_URL is not set)");

@@ -57,14 +57,17 @@ fn optional_env(var: &str) -> anyhow::Result<Option<String>> {
         return Ok(Some(v));
     }
     if let Ok(path) = std::env::var(format!("{var}_FILE")) {
-        let v = std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("cannot read {var}_FILE '{path}': {e}"))?;
+        let v = std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("cannot read {var}_FILE '{path}': {e}"))?;
         return Ok(Some(v.trim_end_matches(['\n', '\r']).to_string()));
     }
     Ok(None)
 }
 
 async fn find(store: &Store, name: &str) -> anyhow::Result<wstore::Webhook> {
-    wstore::get(&store.db, name).await?.ok_or_else(|| anyhow::anyhow!("webhook {name} not found"))
+    wstore::get(&store.db, name)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("webhook {name} not found"))
 }
 
 fn print_list(v: &Value) {
@@ -75,34 +78,65 @@ fn print_list(v: &Value) {
             w["team"].as_str().unwrap_or("(all teams)"),
             w["url"].as_str().unwrap_or(""),
             w["enabled"],
-            w["events"].as_array().map(|e| e.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(",")).unwrap_or_default(),
+            w["events"]
+                .as_array()
+                .map(|e| e
+                    .iter()
+                    .filter_map(|x| x.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","))
+                .unwrap_or_default(),
             w["pending"],
             w["sent"],
             w["failed"],
-            w["disabled_reason"].as_str().map(|r| format!("\t({r})")).unwrap_or_default(),
+            w["disabled_reason"]
+                .as_str()
+                .map(|r| format!("\t({r})"))
+                .unwrap_or_default(),
         );
     }
 }
 
 pub async fn run(store: Store, command: WebhookCommand) -> anyhow::Result<()> {
     match command {
-        WebhookCommand::Add { url, events, headers, team, webhooks_allow_private } => {
+        WebhookCommand::Add {
+            url,
+            events,
+            headers,
+            team,
+            webhooks_allow_private,
+        } => {
             let mut h = Map::new();
             for kv in headers {
-                let (k, v) = kv.split_once('=').ok_or_else(|| anyhow::anyhow!("--header takes Name=value"))?;
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("--header takes Name=value"))?;
                 h.insert(k.trim().to_string(), Value::String(v.to_string()));
             }
-            let cfg = WebhookConfig { allow_private: webhooks_allow_private, ..WebhookConfig::default() };
+            let cfg = WebhookConfig {
+                allow_private: webhooks_allow_private,
+                ..WebhookConfig::default()
+            };
             let team = team.unwrap_or_else(|| GLOBAL.to_string());
             if team != GLOBAL && store.team(&team).await?.is_none() {
                 anyhow::bail!("team {team} not found");
             }
-            let new = NewWebhook { url, events, headers: h, secret: optional_env("PRESSOIR_WEBHOOK_SECRET")? };
+            let new = NewWebhook {
+                url,
+                events,
+                headers: h,
+                secret: optional_env("PRESSOIR_WEBHOOK_SECRET")?,
+            };
             let w = api::add(&store, &cfg, &team, new).await?;
             println!("webhook {} added", w["name"].as_str().unwrap_or(""));
-            println!("signing secret (shown once): {}", w["signing_secret"].as_str().unwrap_or(""));
+            println!(
+                "signing secret (shown once): {}",
+                w["signing_secret"].as_str().unwrap_or("")
+            );
         }
-        WebhookCommand::List { team } => print_list(&api::list(&store, team.as_deref().unwrap_or(GLOBAL)).await?),
+        WebhookCommand::List { team } => {
+            print_list(&api::list(&store, team.as_deref().unwrap_or(GLOBAL)).await?)
+        }
         WebhookCommand::Delete { name } => {
             find(&store, &name).await?;
             wstore::delete(&store.db, &name).await?;
@@ -118,21 +152,47 @@ pub async fn run(store: Store, command: WebhookCommand) -> anyhow::Result<()> {
                     a.delivery,
                     a.attempt,
                     if a.ok == 1 { "Sent" } else { "Failed" },
-                    a.status_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                    a.status_code
+                        .map(|c| c.to_string())
+                        .unwrap_or_else(|| "-".into()),
                     a.duration_ms,
                     a.error.unwrap_or_default(),
                 );
             }
         }
-        WebhookCommand::Enable { name, webhooks_allow_private } => {
+        WebhookCommand::Enable {
+            name,
+            webhooks_allow_private,
+        } => {
             let w = find(&store, &name).await?;
-            let cfg = WebhookConfig { allow_private: webhooks_allow_private, ..WebhookConfig::default() };
-            api::update(&store, &cfg, w, Change { enabled: Some(true), ..Change::default() }).await?;
+            let cfg = WebhookConfig {
+                allow_private: webhooks_allow_private,
+                ..WebhookConfig::default()
+            };
+            api::update(
+                &store,
+                &cfg,
+                w,
+                Change {
+                    enabled: Some(true),
+                    ..Change::default()
+                },
+            )
+            .await?;
             println!("webhook {name} enabled");
         }
         WebhookCommand::Disable { name } => {
             let w = find(&store, &name).await?;
-            api::update(&store, &WebhookConfig::default(), w, Change { enabled: Some(false), ..Change::default() }).await?;
+            api::update(
+                &store,
+                &WebhookConfig::default(),
+                w,
+                Change {
+                    enabled: Some(false),
+                    ..Change::default()
+                },
+            )
+            .await?;
             println!("webhook {name} disabled");
         }
         WebhookCommand::Events => {

@@ -50,17 +50,36 @@ pub async fn call(
     let a = Args(args);
     let global = a.str("scope").as_deref() == Some("global");
     if global && !caller.is_admin {
-        return Err(Error::permission("only the Administrator manages global webhooks"));
+        return Err(Error::permission(
+            "only the Administrator manages global webhooks",
+        ));
     }
-    let scope = || -> Result<String> { if global { Ok(GLOBAL.to_string()) } else { team.as_ref().map(|t| t.clone()).map_err(clone_err) } };
+    let scope = || -> Result<String> {
+        if global {
+            Ok(GLOBAL.to_string())
+        } else {
+            team.as_ref().map(|t| t.clone()).map_err(clone_err)
+        }
+    };
     let message = match method {
         "press.api.webhook.events" | "press.api.webhook.available_events" => {
-            json!(EVENTS.iter().map(|(n, d)| json!({"name": n, "title": n, "description": d})).collect::<Vec<_>>())
+            json!(
+                EVENTS
+                    .iter()
+                    .map(|(n, d)| json!({"name": n, "title": n, "description": d}))
+                    .collect::<Vec<_>>()
+            )
         }
         "press.api.webhook.add" => {
             let new = NewWebhook {
-                url: a.str("url").or_else(|| a.str("endpoint")).filter(|s| !s.is_empty()).ok_or_else(|| Error::validation("missing argument 'url'"))?,
-                events: a.events()?.ok_or_else(|| Error::validation("missing argument 'event' or 'events'"))?,
+                url: a
+                    .str("url")
+                    .or_else(|| a.str("endpoint"))
+                    .filter(|s| !s.is_empty())
+                    .ok_or_else(|| Error::validation("missing argument 'url'"))?,
+                events: a
+                    .events()?
+                    .ok_or_else(|| Error::validation("missing argument 'event' or 'events'"))?,
                 headers: a.obj("headers")?.unwrap_or_default(),
                 secret: a.str("secret").filter(|s| !s.is_empty()),
             };
@@ -77,7 +96,9 @@ pub async fn call(
                 url: a.str("url").or_else(|| a.str("endpoint")),
                 events: a.events()?,
                 headers: a.obj("headers")?,
-                secret: a.args_has("secret").then(|| a.str("secret").filter(|s| !s.is_empty())),
+                secret: a
+                    .args_has("secret")
+                    .then(|| a.str("secret").filter(|s| !s.is_empty())),
                 enabled: a.bool("enabled")?,
             };
             update(store, cfg, w, change).await?
@@ -90,13 +111,25 @@ pub async fn call(
         "press.api.webhook.attempts" => {
             let w = visible(store, caller, &team, &a.name_or("webhook")?).await?;
             let (start, limit) = a.page()?;
-            json!(wstore::attempts(&store.db, &w.name, start, limit).await?.iter().map(attempt_json).collect::<Vec<_>>())
+            json!(
+                wstore::attempts(&store.db, &w.name, start, limit)
+                    .await?
+                    .iter()
+                    .map(attempt_json)
+                    .collect::<Vec<_>>()
+            )
         }
         "press.api.webhook.deliveries" => {
             let w = visible(store, caller, &team, &a.name_or("webhook")?).await?;
             let (_, limit) = a.page()?;
             let status = a.str("status").filter(|s| !s.is_empty());
-            json!(wstore::deliveries(&store.db, &w.name, status.as_deref(), limit).await?.iter().map(delivery_json).collect::<Vec<_>>())
+            json!(
+                wstore::deliveries(&store.db, &w.name, status.as_deref(), limit)
+                    .await?
+                    .iter()
+                    .map(delivery_json)
+                    .collect::<Vec<_>>()
+            )
         }
         "press.api.webhook.redeliver" => {
             let id = match (a.str("delivery"), a.str("event_id")) {
@@ -104,10 +137,14 @@ pub async fn call(
                 (_, Some(e)) if !e.is_empty() => format!("{e}.{}", a.name_or("webhook")?),
                 _ => return Err(Error::validation("missing argument 'delivery'")),
             };
-            let d = wstore::delivery(&store.db, &id).await?.ok_or_else(|| Error::not_found(format!("Delivery {id} not found")))?;
+            let d = wstore::delivery(&store.db, &id)
+                .await?
+                .ok_or_else(|| Error::not_found(format!("Delivery {id} not found")))?;
             visible(store, caller, &team, &d.webhook).await?;
             if !wstore::redeliver(&store.db, &id).await? {
-                return Err(Error::validation(format!("delivery {id} is already pending")));
+                return Err(Error::validation(format!(
+                    "delivery {id} is already pending"
+                )));
             }
             json!({"delivery": id, "status": "Pending"})
         }
@@ -124,7 +161,12 @@ fn clone_err(e: &Error) -> Error {
 }
 
 /// The webhook if the caller may see it; another team's answers as a missing one.
-async fn visible(store: &Store, caller: &Caller, team: &Result<String>, name: &str) -> Result<Webhook> {
+async fn visible(
+    store: &Store,
+    caller: &Caller,
+    team: &Result<String>,
+    name: &str,
+) -> Result<Webhook> {
     let missing = || Error::not_found(format!("Press Webhook {name} not found"));
     let w = wstore::get(&store.db, name).await?.ok_or_else(missing)?;
     let mine = match team {
@@ -144,8 +186,13 @@ pub async fn add(store: &Store, cfg: &WebhookConfig, team: &str, new: NewWebhook
     let events = check_events(&new.events)?;
     let headers = check_headers(&new.headers)?;
     let url = check_target(&new.url, cfg.allow_private).await?;
-    if team != GLOBAL && wstore::count_for_team(&store.db, team).await? >= i64::from(cfg.max_per_team) {
-        return Err(Error::validation(format!("a team can have at most {} webhooks", cfg.max_per_team)));
+    if team != GLOBAL
+        && wstore::count_for_team(&store.db, team).await? >= i64::from(cfg.max_per_team)
+    {
+        return Err(Error::validation(format!(
+            "a team can have at most {} webhooks",
+            cfg.max_per_team
+        )));
     }
     let now = now_ms();
     let w = Webhook {
@@ -183,7 +230,12 @@ pub struct Change {
 
 /// Applies a change. A new URL, or enabling a disabled webhook, needs a fresh 2xx ping;
 /// enabling resets the failure streak and the webhook's pending deliveries resume.
-pub async fn update(store: &Store, cfg: &WebhookConfig, mut w: Webhook, c: Change) -> Result<Value> {
+pub async fn update(
+    store: &Store,
+    cfg: &WebhookConfig,
+    mut w: Webhook,
+    c: Change,
+) -> Result<Value> {
     let events = match &c.events {
         Some(e) => Some(check_events(e)?),
         None => None,
@@ -219,7 +271,9 @@ pub async fn update(store: &Store, cfg: &WebhookConfig, mut w: Webhook, c: Chang
         ping(cfg, &w).await?;
     }
     wstore::update(&store.db, &w, events.as_deref()).await?;
-    let w = wstore::get(&store.db, &w.name).await?.ok_or_else(|| Error::not_found("Press Webhook not found"))?;
+    let w = wstore::get(&store.db, &w.name)
+        .await?
+        .ok_or_else(|| Error::not_found("Press Webhook not found"))?;
     webhook_json(store, &w).await
 }
 
@@ -234,14 +288,29 @@ pub async fn list(store: &Store, team: &str) -> Result<Value> {
 async fn ping(cfg: &WebhookConfig, w: &Webhook) -> Result<()> {
     let client = guard::client(cfg.allow_private, cfg.timeout).map_err(Error::internal)?;
     let id = new_id();
-    let body = json!({"event": VALIDATE_EVENT, "id": id, "timestamp": rfc3339_ms(now_ms()), "data": {}}).to_string();
-    let r = deliver::send(&client, cfg.allow_private, cfg.timeout, &w.url, &w.header_map(), w.secret.as_deref(), &w.signing_secret, &id, &body)
-        .await;
+    let body =
+        json!({"event": VALIDATE_EVENT, "id": id, "timestamp": rfc3339_ms(now_ms()), "data": {}})
+            .to_string();
+    let r = deliver::send(
+        &client,
+        cfg.allow_private,
+        cfg.timeout,
+        &w.url,
+        &w.header_map(),
+        w.secret.as_deref(),
+        &w.signing_secret,
+        &id,
+        &body,
+    )
+    .await;
     if r.ok() {
         Ok(())
     } else {
         let why = r.error.unwrap_or_else(|| "no answer".into());
-        Err(Error::validation(format!("webhook validation failed: {} did not answer 2xx ({why})", w.url)))
+        Err(Error::validation(format!(
+            "webhook validation failed: {} did not answer 2xx ({why})",
+            w.url
+        )))
     }
 }
 
@@ -249,7 +318,9 @@ async fn ping(cfg: &WebhookConfig, w: &Webhook) -> Result<()> {
 async fn check_target(url: &str, allow_private: bool) -> Result<String> {
     let u = guard::check_url(url.trim(), allow_private).map_err(Error::validation)?;
     if let Some(url::Host::Domain(host)) = u.host() {
-        guard::resolve_checked(host, allow_private).await.map_err(Error::validation)?;
+        guard::resolve_checked(host, allow_private)
+            .await
+            .map_err(Error::validation)?;
     }
     Ok(u.to_string())
 }
@@ -261,7 +332,9 @@ fn check_events(events: &[String]) -> Result<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
     for e in events {
         if !is_event(e) {
-            return Err(Error::validation(format!("unknown event '{e}' (see press.api.webhook.events)")));
+            return Err(Error::validation(format!(
+                "unknown event '{e}' (see press.api.webhook.events)"
+            )));
         }
         if !out.contains(e) {
             out.push(e.clone());
@@ -280,13 +353,19 @@ fn check_headers(h: &Map<String, Value>) -> Result<Map<String, Value>> {
             return Err(Error::validation(format!("header '{k}' must be a string")));
         };
         if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
-            return Err(Error::validation(format!("'{k}' is not a valid header name")));
+            return Err(Error::validation(format!(
+                "'{k}' is not a valid header name"
+            )));
         }
         if http::HeaderValue::from_str(v).is_err() {
-            return Err(Error::validation(format!("the value of header '{k}' is not valid")));
+            return Err(Error::validation(format!(
+                "the value of header '{k}' is not valid"
+            )));
         }
         if RESERVED_HEADERS.contains(&k.to_ascii_lowercase().as_str()) {
-            return Err(Error::validation(format!("header '{k}' is set by Press and cannot be configured")));
+            return Err(Error::validation(format!(
+                "header '{k}' is set by Press and cannot be configured"
+            )));
         }
         out.insert(k.clone(), Value::String(v.to_string()));
     }
@@ -296,7 +375,11 @@ fn check_headers(h: &Map<String, Value>) -> Result<Map<String, Value>> {
 async fn webhook_json(store: &Store, w: &Webhook) -> Result<Value> {
     let events = wstore::events_of(&store.db, &w.name).await?;
     let (pending, sent, failed) = wstore::delivery_counts(&store.db, &w.name).await?;
-    let headers: Map<String, Value> = w.header_map().into_iter().map(|(k, _)| (k, json!("***"))).collect();
+    let headers: Map<String, Value> = w
+        .header_map()
+        .into_iter()
+        .map(|(k, _)| (k, json!("***")))
+        .collect();
     Ok(json!({
         "name": w.name,
         "team": if w.team == GLOBAL { Value::Null } else { json!(w.team) },
@@ -371,7 +454,10 @@ impl Args<'_> {
     }
 
     fn name_or(&self, alt: &str) -> Result<String> {
-        self.str("name").or_else(|| self.str(alt)).filter(|s| !s.is_empty()).ok_or_else(|| Error::validation("missing argument 'name'"))
+        self.str("name")
+            .or_else(|| self.str(alt))
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| Error::validation("missing argument 'name'"))
     }
 
     fn bool(&self, k: &str) -> Result<Option<bool>> {
@@ -382,9 +468,13 @@ impl Args<'_> {
             Some(Value::String(s)) => match s.as_str() {
                 "1" | "true" | "yes" => Ok(Some(true)),
                 "0" | "false" | "no" => Ok(Some(false)),
-                _ => Err(Error::validation(format!("argument '{k}' must be true or false"))),
+                _ => Err(Error::validation(format!(
+                    "argument '{k}' must be true or false"
+                ))),
             },
-            Some(_) => Err(Error::validation(format!("argument '{k}' must be true or false"))),
+            Some(_) => Err(Error::validation(format!(
+                "argument '{k}' must be true or false"
+            ))),
         }
     }
 
@@ -395,9 +485,13 @@ impl Args<'_> {
             Some(Value::String(s)) if s.is_empty() => Ok(None),
             Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
                 Ok(Value::Object(o)) => Ok(Some(o)),
-                _ => Err(Error::validation(format!("argument '{k}' must be a JSON object"))),
+                _ => Err(Error::validation(format!(
+                    "argument '{k}' must be a JSON object"
+                ))),
             },
-            Some(_) => Err(Error::validation(format!("argument '{k}' must be a JSON object"))),
+            Some(_) => Err(Error::validation(format!(
+                "argument '{k}' must be a JSON object"
+            ))),
         }
     }
 
@@ -406,19 +500,32 @@ impl Args<'_> {
         let raw = self.0.get("events").or_else(|| self.0.get("event"));
         let list = match raw {
             None | Some(Value::Null) => return Ok(None),
-            Some(Value::Array(a)) => a.iter().map(|v| v.as_str().map(str::to_string)).collect::<Option<Vec<_>>>(),
-            Some(Value::String(s)) if s.trim_start().starts_with('[') => serde_json::from_str::<Vec<String>>(s).ok(),
-            Some(Value::String(s)) => Some(s.split(',').map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect()),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>(),
+            Some(Value::String(s)) if s.trim_start().starts_with('[') => {
+                serde_json::from_str::<Vec<String>>(s).ok()
+            }
+            Some(Value::String(s)) => Some(
+                s.split(',')
+                    .map(|e| e.trim().to_string())
+                    .filter(|e| !e.is_empty())
+                    .collect(),
+            ),
             Some(_) => None,
         };
-        list.map(Some).ok_or_else(|| Error::validation("events must be a list of event names"))
+        list.map(Some)
+            .ok_or_else(|| Error::validation("events must be a list of event names"))
     }
 
     fn page(&self) -> Result<(i64, i64)> {
         let num = |k: &str, d: i64| -> Result<i64> {
             match self.str(k) {
                 None => Ok(d),
-                Some(s) => s.parse::<i64>().map_err(|_| Error::validation(format!("argument '{k}' must be a number"))),
+                Some(s) => s
+                    .parse::<i64>()
+                    .map_err(|_| Error::validation(format!("argument '{k}' must be a number"))),
             }
         };
         Ok((num("start", 0)?.max(0), num("limit", 100)?.clamp(1, 1000)))
@@ -433,7 +540,10 @@ mod tests {
     fn events_and_headers_are_checked() {
         assert!(check_events(&[]).is_err());
         assert!(check_events(&["site.nope".into()]).is_err());
-        assert_eq!(check_events(&["site.created".into(), "site.created".into()]).unwrap(), vec!["site.created"]);
+        assert_eq!(
+            check_events(&["site.created".into(), "site.created".into()]).unwrap(),
+            vec!["site.created"]
+        );
         let mut h = Map::new();
         h.insert("X-Secret".into(), json!("v"));
         assert!(check_headers(&h).is_ok());

@@ -95,7 +95,10 @@ pub async fn send(
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header("webhook-id", id)
         .header("webhook-timestamp", ts.to_string())
-        .header("webhook-signature", sign::signature(signing_secret, id, ts, body.as_bytes()));
+        .header(
+            "webhook-signature",
+            sign::signature(signing_secret, id, ts, body.as_bytes()),
+        );
     for (k, v) in headers {
         req = req.header(k.as_str(), v.as_str());
     }
@@ -106,7 +109,11 @@ pub async fn send(
         Ok(r) => r,
         Err(e) => {
             let kind = if e.is_timeout() { "timed out: " } else { "" };
-            return done(None, None, Some(format!("{kind}{}", guard::error_chain(&e))));
+            return done(
+                None,
+                None,
+                Some(format!("{kind}{}", guard::error_chain(&e))),
+            );
         }
     };
     let status = resp.status().as_u16();
@@ -119,7 +126,11 @@ pub async fn send(
             Ok(Some(c)) => buf.extend_from_slice(&c),
             Ok(None) => break,
             Err(e) => {
-                err = Some(if e.is_timeout() { "timed out reading the response".to_string() } else { guard::error_chain(&e) });
+                err = Some(if e.is_timeout() {
+                    "timed out reading the response".to_string()
+                } else {
+                    guard::error_chain(&e)
+                });
                 break;
             }
         }
@@ -144,7 +155,11 @@ impl Waker {
 
 /// Starts the delivery worker; it stops on `shutdown`, letting attempts in flight finish
 /// (up to one timeout) and recording them.
-pub fn spawn(store: Store, cfg: WebhookConfig, shutdown: Shutdown) -> (Waker, tokio::task::JoinHandle<()>) {
+pub fn spawn(
+    store: Store,
+    cfg: WebhookConfig,
+    shutdown: Shutdown,
+) -> (Waker, tokio::task::JoinHandle<()>) {
     let waker = Waker::default();
     let w = waker.clone();
     let h = tokio::spawn(async move { run(store, cfg, shutdown, w).await });
@@ -201,7 +216,8 @@ async fn run(store: Store, cfg: WebhookConfig, shutdown: Shutdown, waker: Waker)
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot record webhook attempts; retrying");
-                    db_backoff = (db_backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(2));
+                    db_backoff =
+                        (db_backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(2));
                 }
             }
         }
@@ -210,8 +226,11 @@ async fn run(store: Store, cfg: WebhookConfig, shutdown: Shutdown, waker: Waker)
         }
         let free = cfg.max_in_flight.saturating_sub(total);
         if free > 0 && db_backoff.is_zero() {
-            let saturated: Vec<String> =
-                inflight.iter().filter(|(_, n)| **n >= cfg.max_in_flight_per_webhook).map(|(k, _)| k.clone()).collect();
+            let saturated: Vec<String> = inflight
+                .iter()
+                .filter(|(_, n)| **n >= cfg.max_in_flight_per_webhook)
+                .map(|(k, _)| k.clone())
+                .collect();
             let now = now_ms();
             // At most one webhook's cap per claim, so none exceeds twice its cap in flight.
             let limit = free.min(cfg.max_in_flight_per_webhook).max(1) as i64;
@@ -260,7 +279,11 @@ async fn run(store: Store, cfg: WebhookConfig, shutdown: Shutdown, waker: Waker)
             }
             continue;
         }
-        let idle = if db_backoff.is_zero() { cfg.poll_interval } else { db_backoff };
+        let idle = if db_backoff.is_zero() {
+            cfg.poll_interval
+        } else {
+            db_backoff
+        };
         tokio::select! {
             _ = &mut stop => {}
             Some(o) = rx.recv() => done.push(o),
@@ -279,7 +302,9 @@ async fn run(store: Store, cfg: WebhookConfig, shutdown: Shutdown, waker: Waker)
     }
     if !done.is_empty() {
         let c = cfg.clone();
-        let retry_at = |attempt: i64| now_ms() + backoff(c.backoff_base, c.backoff_cap, attempt, 0.5).as_millis() as i64;
+        let retry_at = |attempt: i64| {
+            now_ms() + backoff(c.backoff_base, c.backoff_cap, attempt, 0.5).as_millis() as i64
+        };
         if let Err(e) = store::record(&db, &cfg, &done, retry_at).await {
             tracing::warn!(error = %e, "cannot record webhook attempts at shutdown; they will be sent again");
         }
@@ -287,11 +312,12 @@ async fn run(store: Store, cfg: WebhookConfig, shutdown: Shutdown, waker: Waker)
 }
 
 async fn attempt(client: &reqwest::Client, cfg: &WebhookConfig, d: Claimed) -> Outcome {
-    let headers: Vec<(String, String)> = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&d.headers)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
-        .collect();
+    let headers: Vec<(String, String)> =
+        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&d.headers)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
+            .collect();
     let at = now_ms();
     let r = send(
         client,
@@ -339,7 +365,13 @@ mod tests {
 
     #[test]
     fn scrub_hides_secrets_and_excerpt_truncates() {
-        assert_eq!(scrub("echo whsec_abc and s3cret", &["whsec_abc".into(), "s3cret".into()]), "echo *** and ***");
+        assert_eq!(
+            scrub(
+                "echo whsec_abc and s3cret",
+                &["whsec_abc".into(), "s3cret".into()]
+            ),
+            "echo *** and ***"
+        );
         let long = vec![b'a'; 5000];
         let e = excerpt(&long);
         assert!(e.len() <= EXCERPT_BYTES + 4 && e.ends_with('…'));

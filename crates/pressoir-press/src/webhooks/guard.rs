@@ -74,7 +74,9 @@ fn check_ip(ip: IpAddr, allow_private: bool) -> Result<(), String> {
     if allow_private || is_public(ip) {
         Ok(())
     } else {
-        Err(format!("refused: {ip} is a loopback, private or link-local address"))
+        Err(format!(
+            "refused: {ip} is a loopback, private or link-local address"
+        ))
     }
 }
 
@@ -159,9 +161,23 @@ mod tests {
     #[test]
     fn classifies_addresses() {
         for ip in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0", "100.64.0.1",
-            "::1", "::", "fe80::1", "fc00::1", "fd12::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "224.0.0.1",
-            "255.255.255.255", "::127.0.0.1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "::",
+            "fe80::1",
+            "fc00::1",
+            "fd12::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::127.0.0.1",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip} should not be public");
         }
@@ -174,7 +190,11 @@ mod tests {
     fn checks_url_forms() {
         assert!(check_url("ftp://example.com/x", false).is_err());
         assert!(check_url("http://user:pw@example.com/x", false).is_err());
-        assert!(check_url("http://127.0.0.1:8080/x", false).unwrap_err().contains("refused"));
+        assert!(
+            check_url("http://127.0.0.1:8080/x", false)
+                .unwrap_err()
+                .contains("refused")
+        );
         assert!(check_url("http://[::1]/x", false).is_err());
         assert!(check_url("http://0x7f000001/x", false).is_err());
         assert!(check_url("http://127.0.0.1:8080/x", true).is_ok());

@@ -23,13 +23,25 @@ use std::time::Duration;
 /// The events a webhook can subscribe to, with what they mean.
 pub const EVENTS: [(&str, &str); 8] = [
     ("site.created", "a site was created (data: the site)"),
-    ("site.status_changed", "a site's status changed (data: the site, old_status, new_status)"),
+    (
+        "site.status_changed",
+        "a site's status changed (data: the site, old_status, new_status)",
+    ),
     ("site.archived", "a site was archived (data: the site)"),
-    ("site.plan_changed", "a site's plan changed (data: the site, old_plan, new_plan)"),
-    ("backup.completed", "a site backup completed (data: the backup)"),
+    (
+        "site.plan_changed",
+        "a site's plan changed (data: the site, old_plan, new_plan)",
+    ),
+    (
+        "backup.completed",
+        "a site backup completed (data: the backup)",
+    ),
     ("backup.failed", "a site backup failed (data: the backup)"),
     ("job.failed", "an agent job failed (data: the job)"),
-    ("server.status_changed", "a server's status changed (data: the server, old_status, new_status)"),
+    (
+        "server.status_changed",
+        "a server's status changed (data: the server, old_status, new_status)",
+    ),
 ];
 
 /// The event sent by `add` (and by `update` when the URL changes); needs a 2xx answer.

@@ -26,7 +26,8 @@ fn key_bytes(secret: &str) -> Vec<u8> {
 
 fn mac(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Hmac<Sha256> {
     // HMAC accepts keys of any length; this cannot fail.
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&key_bytes(secret)).unwrap_or_else(|_| unreachable!());
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&key_bytes(secret))
+        .unwrap_or_else(|_| unreachable!());
     m.update(id.as_bytes());
     m.update(b".");
     m.update(timestamp.to_string().as_bytes());
@@ -37,16 +38,22 @@ fn mac(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Hmac<Sha256> {
 
 /// The `webhook-signature` header value.
 pub fn signature(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
-    format!("v1,{}", STANDARD.encode(mac(secret, id, timestamp, body).finalize().into_bytes()))
+    format!(
+        "v1,{}",
+        STANDARD.encode(mac(secret, id, timestamp, body).finalize().into_bytes())
+    )
 }
 
 /// Whether any `v1,` entry of a (space-separated) `webhook-signature` header matches, in
 /// constant time. Receivers should also reject timestamps far from their clock.
 pub fn verify(secret: &str, id: &str, timestamp: i64, body: &[u8], header: &str) -> bool {
-    header.split(' ').filter_map(|s| s.strip_prefix("v1,")).any(|b64| match STANDARD.decode(b64) {
-        Ok(sig) => mac(secret, id, timestamp, body).verify_slice(&sig).is_ok(),
-        Err(_) => false,
-    })
+    header
+        .split(' ')
+        .filter_map(|s| s.strip_prefix("v1,"))
+        .any(|b64| match STANDARD.decode(b64) {
+            Ok(sig) => mac(secret, id, timestamp, body).verify_slice(&sig).is_ok(),
+            Err(_) => false,
+        })
 }
 
 #[cfg(test)]
@@ -60,9 +67,24 @@ mod tests {
         let id = "msg_p5jXN8AQM9LWM0D4loKWxJek";
         let ts = 1614265330;
         let body = br#"{"test": 2432232314}"#;
-        assert_eq!(signature(secret, id, ts, body), "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
-        assert!(verify(secret, id, ts, body, "v1,bogus v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="));
-        assert!(!verify(secret, id, ts + 1, body, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="));
+        assert_eq!(
+            signature(secret, id, ts, body),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+        assert!(verify(
+            secret,
+            id,
+            ts,
+            body,
+            "v1,bogus v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        ));
+        assert!(!verify(
+            secret,
+            id,
+            ts + 1,
+            body,
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        ));
     }
 
     #[test]

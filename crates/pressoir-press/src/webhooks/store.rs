@@ -29,7 +29,11 @@ pub struct Webhook {
 
 impl std::fmt::Debug for Webhook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Webhook").field("name", &self.name).field("team", &self.team).field("url", &self.url).finish()
+        f.debug_struct("Webhook")
+            .field("name", &self.name)
+            .field("team", &self.team)
+            .field("url", &self.url)
+            .finish()
     }
 }
 
@@ -89,8 +93,7 @@ pub struct Delivery {
     pub sent_at: Option<i64>,
 }
 
-const DELIVERY_COLS: &str =
-    "seq, id, event_id, webhook, event, lane, status, attempts, next_at, last_status_code, last_error, created, sent_at";
+const DELIVERY_COLS: &str = "seq, id, event_id, webhook, event, lane, status, attempts, next_at, last_status_code, last_error, created, sent_at";
 
 /// A claimed delivery with what is needed to send it.
 #[derive(Clone, FromRow)]
@@ -130,10 +133,17 @@ pub struct Outcome {
 /// Records `event` for every enabled webhook of `team` (and every administrator webhook)
 /// subscribed to it, in the caller's transaction. `lane` orders deliveries: one webhook gets a
 /// lane's events one at a time, in the order they were recorded (use [`site_lane`]).
-pub async fn enqueue(tx: &mut Transaction<'_, Any>, event: &str, team: &str, lane: &str, data: Value) -> Result<()> {
+pub async fn enqueue(
+    tx: &mut Transaction<'_, Any>,
+    event: &str,
+    team: &str,
+    lane: &str,
+    data: Value,
+) -> Result<()> {
     let id = new_id();
     let now = now_ms();
-    let payload = json!({"event": event, "id": id, "timestamp": rfc3339_ms(now), "data": data}).to_string();
+    let payload =
+        json!({"event": event, "id": id, "timestamp": rfc3339_ms(now), "data": data}).to_string();
     sqlx::query(
         "INSERT INTO webhook_deliveries (id, event_id, webhook, team, event, lane, payload, status, attempts, next_at, created, modified) \
          SELECT $1 || '.' || w.name, $1, w.name, $2, $3, $4, $5, 'Pending', 0, $6, $6, $6 \
@@ -163,7 +173,13 @@ pub fn server_lane(server: &str) -> String {
 /// old status, `site.archived`, ...): `data` is the site as the API shows it, with the new
 /// status, plus `old_status`/`new_status` for a change. Events no webhook can subscribe to
 /// are ignored.
-pub async fn site_event(tx: &mut Transaction<'_, Any>, event: &str, site: &Site, old: Option<&str>, status: &str) -> Result<()> {
+pub async fn site_event(
+    tx: &mut Transaction<'_, Any>,
+    event: &str,
+    site: &Site,
+    old: Option<&str>,
+    status: &str,
+) -> Result<()> {
     if !super::is_event(event) {
         return Ok(());
     }
@@ -177,16 +193,35 @@ pub async fn site_event(tx: &mut Transaction<'_, Any>, event: &str, site: &Site,
 }
 
 /// `site.plan_changed`.
-pub async fn site_plan_changed(tx: &mut Transaction<'_, Any>, site: &Site, old_plan: &str, new_plan: &str) -> Result<()> {
+pub async fn site_plan_changed(
+    tx: &mut Transaction<'_, Any>,
+    site: &Site,
+    old_plan: &str,
+    new_plan: &str,
+) -> Result<()> {
+    if old_plan == new_plan {
+        return Ok(());
+    }
     let mut data = crate::api::site_json(site);
     data["plan"] = json!(new_plan);
     data["old_plan"] = json!(old_plan);
     data["new_plan"] = json!(new_plan);
-    enqueue(tx, "site.plan_changed", &site.team, &site_lane(&site.name), data).await
+    enqueue(
+        tx,
+        "site.plan_changed",
+        &site.team,
+        &site_lane(&site.name),
+        data,
+    )
+    .await
 }
 
 /// `job.failed`, with the job as `site.job` summarises it and its error.
-pub async fn job_failed(tx: &mut Transaction<'_, Any>, job: &Job, error: Option<&str>) -> Result<()> {
+pub async fn job_failed(
+    tx: &mut Transaction<'_, Any>,
+    job: &Job,
+    error: Option<&str>,
+) -> Result<()> {
     let mut data = crate::api::job_summary(job);
     data["status"] = json!("Failure");
     data["error"] = json!(error);
@@ -198,7 +233,12 @@ pub async fn job_failed(tx: &mut Transaction<'_, Any>, job: &Job, error: Option<
 }
 
 /// `server.status_changed`.
-pub async fn server_status_changed(tx: &mut Transaction<'_, Any>, server: &Server, old: &str, new: &str) -> Result<()> {
+pub async fn server_status_changed(
+    tx: &mut Transaction<'_, Any>,
+    server: &Server,
+    old: &str,
+    new: &str,
+) -> Result<()> {
     if old == new {
         return Ok(());
     }
@@ -206,32 +246,55 @@ pub async fn server_status_changed(tx: &mut Transaction<'_, Any>, server: &Serve
     data["status"] = json!(new);
     data["old_status"] = json!(old);
     data["new_status"] = json!(new);
-    enqueue(tx, "server.status_changed", &server.team, &server_lane(&server.name), data).await
+    enqueue(
+        tx,
+        "server.status_changed",
+        &server.team,
+        &server_lane(&server.name),
+        data,
+    )
+    .await
 }
 
 /// `backup.completed` or `backup.failed` for a site's backup (`data` as the API shows it).
-pub async fn backup_finished(tx: &mut Transaction<'_, Any>, site: &Site, ok: bool, data: Value) -> Result<()> {
-    let event = if ok { "backup.completed" } else { "backup.failed" };
+pub async fn backup_finished(
+    tx: &mut Transaction<'_, Any>,
+    site: &Site,
+    ok: bool,
+    data: Value,
+) -> Result<()> {
+    let event = if ok {
+        "backup.completed"
+    } else {
+        "backup.failed"
+    };
     enqueue(tx, event, &site.team, &site_lane(&site.name), data).await
 }
 
 // ---------- configuration ----------
 
 pub async fn count_for_team(db: &Db, team: &str) -> Result<i64> {
-    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM webhooks WHERE team = $1").bind(team).fetch_one(&db.pool).await?;
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM webhooks WHERE team = $1")
+        .bind(team)
+        .fetch_one(&db.pool)
+        .await?;
     Ok(n)
 }
 
 /// Inserts a webhook and its subscriptions; 409 when the team already has this URL.
 pub async fn insert(db: &Db, w: &Webhook, events: &[String]) -> Result<()> {
     let mut tx = db.pool.begin().await?;
-    let dupe: Option<(String,)> = sqlx::query_as("SELECT name FROM webhooks WHERE team = $1 AND url = $2")
-        .bind(&w.team)
-        .bind(&w.url)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let dupe: Option<(String,)> =
+        sqlx::query_as("SELECT name FROM webhooks WHERE team = $1 AND url = $2")
+            .bind(&w.team)
+            .bind(&w.url)
+            .fetch_optional(&mut *tx)
+            .await?;
     if dupe.is_some() {
-        return Err(Error::duplicate(format!("a webhook for {} already exists", w.url)));
+        return Err(Error::duplicate(format!(
+            "a webhook for {} already exists",
+            w.url
+        )));
     }
     let r = sqlx::query(&format!(
         "INSERT INTO webhooks ({WEBHOOK_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
@@ -253,7 +316,12 @@ pub async fn insert(db: &Db, w: &Webhook, events: &[String]) -> Result<()> {
     .await;
     match r {
         Ok(_) => {}
-        Err(e) if is_unique_violation(&e) => return Err(Error::duplicate(format!("webhook {} already exists", w.name))),
+        Err(e) if is_unique_violation(&e) => {
+            return Err(Error::duplicate(format!(
+                "webhook {} already exists",
+                w.name
+            )));
+        }
         Err(e) => return Err(e.into()),
     }
     set_events_tx(&mut tx, &w.name, events).await?;
@@ -262,7 +330,10 @@ pub async fn insert(db: &Db, w: &Webhook, events: &[String]) -> Result<()> {
 }
 
 async fn set_events_tx(tx: &mut Transaction<'_, Any>, name: &str, events: &[String]) -> Result<()> {
-    sqlx::query("DELETE FROM webhook_subscriptions WHERE webhook = $1").bind(name).execute(&mut **tx).await?;
+    sqlx::query("DELETE FROM webhook_subscriptions WHERE webhook = $1")
+        .bind(name)
+        .execute(&mut **tx)
+        .await?;
     for e in events {
         sqlx::query("INSERT INTO webhook_subscriptions (webhook, event) VALUES ($1, $2)")
             .bind(name)
@@ -276,14 +347,19 @@ async fn set_events_tx(tx: &mut Transaction<'_, Any>, name: &str, events: &[Stri
 /// Replaces a webhook's settings (and its events when given).
 pub async fn update(db: &Db, w: &Webhook, events: Option<&[String]>) -> Result<()> {
     let mut tx = db.pool.begin().await?;
-    if let Some((other,)) = sqlx::query_as::<Any, (String,)>("SELECT name FROM webhooks WHERE team = $1 AND url = $2 AND name <> $3")
-        .bind(&w.team)
-        .bind(&w.url)
-        .bind(&w.name)
-        .fetch_optional(&mut *tx)
-        .await?
+    if let Some((other,)) = sqlx::query_as::<Any, (String,)>(
+        "SELECT name FROM webhooks WHERE team = $1 AND url = $2 AND name <> $3",
+    )
+    .bind(&w.team)
+    .bind(&w.url)
+    .bind(&w.name)
+    .fetch_optional(&mut *tx)
+    .await?
     {
-        return Err(Error::duplicate(format!("webhook {other} already sends to {}", w.url)));
+        return Err(Error::duplicate(format!(
+            "webhook {other} already sends to {}",
+            w.url
+        )));
     }
     sqlx::query(
         "UPDATE webhooks SET url = $1, headers = $2, secret = $3, enabled = $4, disabled_reason = $5, consecutive_failures = $6, failing_since = $7, modified = $8 WHERE name = $9",
@@ -309,43 +385,62 @@ pub async fn update(db: &Db, w: &Webhook, events: Option<&[String]>) -> Result<(
 /// Deletes a webhook with its pending deliveries and log.
 pub async fn delete(db: &Db, name: &str) -> Result<()> {
     let mut tx = db.pool.begin().await?;
-    sqlx::query("DELETE FROM webhook_subscriptions WHERE webhook = $1").bind(name).execute(&mut *tx).await?;
-    sqlx::query("DELETE FROM webhook_deliveries WHERE webhook = $1").bind(name).execute(&mut *tx).await?;
-    sqlx::query("DELETE FROM webhook_attempts WHERE webhook = $1").bind(name).execute(&mut *tx).await?;
-    sqlx::query("DELETE FROM webhooks WHERE name = $1").bind(name).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM webhook_subscriptions WHERE webhook = $1")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM webhook_deliveries WHERE webhook = $1")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM webhook_attempts WHERE webhook = $1")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM webhooks WHERE name = $1")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(())
 }
 
 pub async fn get(db: &Db, name: &str) -> Result<Option<Webhook>> {
-    Ok(sqlx::query_as::<Any, Webhook>(&format!("SELECT {WEBHOOK_COLS} FROM webhooks WHERE name = $1"))
-        .bind(name)
-        .fetch_optional(&db.pool)
-        .await?)
+    Ok(sqlx::query_as::<Any, Webhook>(&format!(
+        "SELECT {WEBHOOK_COLS} FROM webhooks WHERE name = $1"
+    ))
+    .bind(name)
+    .fetch_optional(&db.pool)
+    .await?)
 }
 
 /// A team's webhooks (`""`: the administrator-level ones), oldest first.
 pub async fn list(db: &Db, team: &str) -> Result<Vec<Webhook>> {
-    Ok(sqlx::query_as::<Any, Webhook>(&format!("SELECT {WEBHOOK_COLS} FROM webhooks WHERE team = $1 ORDER BY created, name"))
-        .bind(team)
-        .fetch_all(&db.pool)
-        .await?)
+    Ok(sqlx::query_as::<Any, Webhook>(&format!(
+        "SELECT {WEBHOOK_COLS} FROM webhooks WHERE team = $1 ORDER BY created, name"
+    ))
+    .bind(team)
+    .fetch_all(&db.pool)
+    .await?)
 }
 
 pub async fn events_of(db: &Db, name: &str) -> Result<Vec<String>> {
-    let rows: Vec<(String,)> = sqlx::query_as("SELECT event FROM webhook_subscriptions WHERE webhook = $1 ORDER BY event")
-        .bind(name)
-        .fetch_all(&db.pool)
-        .await?;
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT event FROM webhook_subscriptions WHERE webhook = $1 ORDER BY event")
+            .bind(name)
+            .fetch_all(&db.pool)
+            .await?;
     Ok(rows.into_iter().map(|r| r.0).collect())
 }
 
 /// Counts of a webhook's deliveries by status: (pending, sent, failed).
 pub async fn delivery_counts(db: &Db, name: &str) -> Result<(i64, i64, i64)> {
-    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT status, COUNT(*) FROM webhook_deliveries WHERE webhook = $1 GROUP BY status")
-        .bind(name)
-        .fetch_all(&db.pool)
-        .await?;
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT status, COUNT(*) FROM webhook_deliveries WHERE webhook = $1 GROUP BY status",
+    )
+    .bind(name)
+    .fetch_all(&db.pool)
+    .await?;
     let n = |s: &str| rows.iter().find(|r| r.0 == s).map(|r| r.1).unwrap_or(0);
     Ok((n("Pending"), n("Sent"), n("Failed")))
 }
@@ -366,12 +461,23 @@ pub async fn attempts(db: &Db, webhook: &str, start: i64, limit: i64) -> Result<
 }
 
 /// A webhook's deliveries, newest first, optionally of one status.
-pub async fn deliveries(db: &Db, webhook: &str, status: Option<&str>, limit: i64) -> Result<Vec<Delivery>> {
+pub async fn deliveries(
+    db: &Db,
+    webhook: &str,
+    status: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Delivery>> {
     let sql = match status {
-        Some(_) => format!("SELECT {DELIVERY_COLS} FROM webhook_deliveries WHERE webhook = $1 AND status = $3 ORDER BY seq DESC LIMIT $2"),
-        None => format!("SELECT {DELIVERY_COLS} FROM webhook_deliveries WHERE webhook = $1 ORDER BY seq DESC LIMIT $2"),
+        Some(_) => format!(
+            "SELECT {DELIVERY_COLS} FROM webhook_deliveries WHERE webhook = $1 AND status = $3 ORDER BY seq DESC LIMIT $2"
+        ),
+        None => format!(
+            "SELECT {DELIVERY_COLS} FROM webhook_deliveries WHERE webhook = $1 ORDER BY seq DESC LIMIT $2"
+        ),
     };
-    let q = sqlx::query_as::<Any, Delivery>(&sql).bind(webhook).bind(limit);
+    let q = sqlx::query_as::<Any, Delivery>(&sql)
+        .bind(webhook)
+        .bind(limit);
     let q = match status {
         Some(s) => q.bind(s),
         None => q,
@@ -380,10 +486,12 @@ pub async fn deliveries(db: &Db, webhook: &str, status: Option<&str>, limit: i64
 }
 
 pub async fn delivery(db: &Db, id: &str) -> Result<Option<Delivery>> {
-    Ok(sqlx::query_as::<Any, Delivery>(&format!("SELECT {DELIVERY_COLS} FROM webhook_deliveries WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&db.pool)
-        .await?)
+    Ok(sqlx::query_as::<Any, Delivery>(&format!(
+        "SELECT {DELIVERY_COLS} FROM webhook_deliveries WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&db.pool)
+    .await?)
 }
 
 /// Sends a delivery again from its first attempt (it keeps its place in its lane).
@@ -403,11 +511,19 @@ pub async fn redeliver(db: &Db, id: &str) -> Result<bool> {
 /// Claims up to `limit` due deliveries until `lease_until`: only the head of each
 /// (webhook, lane) (a head in flight is leased, so its lane waits), none of the `saturated`
 /// webhooks, and only of enabled webhooks. One statement, so replicas never claim the same row.
-pub async fn claim(db: &Db, now: i64, lease_until: i64, limit: i64, saturated: &[String]) -> Result<Vec<Claimed>> {
+pub async fn claim(
+    db: &Db,
+    now: i64,
+    lease_until: i64,
+    limit: i64,
+    saturated: &[String],
+) -> Result<Vec<Claimed>> {
     let skip = if saturated.is_empty() {
         String::new()
     } else {
-        let marks: Vec<String> = (0..saturated.len()).map(|i| format!("${}", i + 4)).collect();
+        let marks: Vec<String> = (0..saturated.len())
+            .map(|i| format!("${}", i + 4))
+            .collect();
         format!("AND d.webhook NOT IN ({})", marks.join(", "))
     };
     let sql = format!(
@@ -438,7 +554,9 @@ pub async fn claim(db: &Db, now: i64, lease_until: i64, limit: i64, saturated: &
         {
             hooks.insert(webhook.clone(), w);
         }
-        let Some(w) = hooks.get(&webhook) else { continue };
+        let Some(w) = hooks.get(&webhook) else {
+            continue;
+        };
         out.push(Claimed {
             seq,
             id,
@@ -460,7 +578,12 @@ pub async fn claim(db: &Db, now: i64, lease_until: i64, limit: i64, saturated: &
 /// Records a batch of attempts in one transaction: the log rows, each delivery's new state
 /// (Sent; retry at its backoff; Failed after the last attempt) and each webhook's failure
 /// streak, disabling the webhooks whose failure has lasted.
-pub async fn record(db: &Db, cfg: &WebhookConfig, outcomes: &[Outcome], mut retry_at: impl FnMut(i64) -> i64) -> Result<Vec<String>> {
+pub async fn record(
+    db: &Db,
+    cfg: &WebhookConfig,
+    outcomes: &[Outcome],
+    mut retry_at: impl FnMut(i64) -> i64,
+) -> Result<Vec<String>> {
     let mut tx = db.pool.begin().await?;
     let now = now_ms();
     // Successes (the hot path) in one statement per status code; failures one by one.
@@ -532,7 +655,8 @@ pub async fn record(db: &Db, cfg: &WebhookConfig, outcomes: &[Outcome], mut retr
         q.execute(&mut *tx).await?;
     }
     // Per webhook: failures after its last success in this batch, and that success's time.
-    let mut streaks: std::collections::BTreeMap<&str, (i64, Option<i64>, Option<&str>)> = Default::default();
+    let mut streaks: std::collections::BTreeMap<&str, (i64, Option<i64>, Option<&str>)> =
+        Default::default();
     for o in outcomes {
         let s = streaks.entry(o.webhook.as_str()).or_insert((0, None, None));
         if o.ok {
@@ -594,10 +718,15 @@ pub async fn record(db: &Db, cfg: &WebhookConfig, outcomes: &[Outcome], mut retr
 
 /// Drops sent and failed deliveries and attempts older than `before`.
 pub async fn purge(db: &Db, before: i64) -> Result<u64> {
-    let a = sqlx::query("DELETE FROM webhook_attempts WHERE created < $1").bind(before).execute(&db.pool).await?;
-    let d = sqlx::query("DELETE FROM webhook_deliveries WHERE status IN ('Sent', 'Failed') AND modified < $1")
+    let a = sqlx::query("DELETE FROM webhook_attempts WHERE created < $1")
         .bind(before)
         .execute(&db.pool)
         .await?;
+    let d = sqlx::query(
+        "DELETE FROM webhook_deliveries WHERE status IN ('Sent', 'Failed') AND modified < $1",
+    )
+    .bind(before)
+    .execute(&db.pool)
+    .await?;
     Ok(a.rows_affected() + d.rows_affected())
 }
