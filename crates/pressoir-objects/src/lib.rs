@@ -5,7 +5,7 @@
 //! operations in [`s3`]. Any S3 client works against it: boto3, the aws CLI, object_store.
 //!
 //! What it must not do: map an object key to a file path (keys are hashed), make an object
-//! visible before its bytes are complete and synced, answer an unsigned request, read
+//! visible before its bytes are complete (and, with `fsync`, on disk), answer an unsigned request, read
 //! configuration or secrets from the environment (the binary resolves them into [`Config`]),
 //! or put internals into a 500's body.
 
