@@ -112,6 +112,41 @@ pub struct Config {
     pub server_name: String,
     /// The least time between two pushes (at least one second in production).
     pub push_interval: Duration,
+    /// Offsite storage for backups (any S3: Pressoir's own, MinIO, AWS). `None`: the backup
+    /// and restore jobs fail with a clear reason.
+    pub storage: Option<StorageConfig>,
+}
+
+/// Where site backups go: an S3 bucket, reached path-style at `endpoint`.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// e.g. `http://127.0.0.1:9000` or `https://s3.eu-west-1.amazonaws.com`.
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+    pub access_key: String,
+    pub secret_key: Secret,
+    /// Keys start with `<prefix>/` (empty: at the bucket's root).
+    pub prefix: String,
+}
+
+impl StorageConfig {
+    /// Region `us-east-1`, prefix `sites`.
+    pub fn new(
+        endpoint: impl Into<String>,
+        bucket: impl Into<String>,
+        access_key: impl Into<String>,
+        secret_key: Secret,
+    ) -> StorageConfig {
+        StorageConfig {
+            endpoint: endpoint.into(),
+            bucket: bucket.into(),
+            region: "us-east-1".to_string(),
+            access_key: access_key.into(),
+            secret_key,
+            prefix: "sites".to_string(),
+        }
+    }
 }
 
 impl Config {
@@ -129,6 +164,7 @@ impl Config {
             press_url: None,
             server_name: "app-server-1".to_string(),
             push_interval: Duration::from_secs(1),
+            storage: None,
         }
     }
 }

@@ -70,10 +70,15 @@ pub enum StepKind {
     InstallApp,
     UninstallApp,
     Ping,
+    BackupSite,
+    UploadBackup,
+    DownloadBackup,
+    RestoreSite,
+    NewSiteFromBackup,
 }
 
 impl StepKind {
-    pub const ALL: [StepKind; 9] = [
+    pub const ALL: [StepKind; 14] = [
         StepKind::NewSite,
         StepKind::InstallApps,
         StepKind::UpdateSiteConfiguration,
@@ -83,6 +88,11 @@ impl StepKind {
         StepKind::InstallApp,
         StepKind::UninstallApp,
         StepKind::Ping,
+        StepKind::BackupSite,
+        StepKind::UploadBackup,
+        StepKind::DownloadBackup,
+        StepKind::RestoreSite,
+        StepKind::NewSiteFromBackup,
     ];
 
     pub fn name(self) -> &'static str {
@@ -96,6 +106,11 @@ impl StepKind {
             StepKind::InstallApp => "Install App on Site",
             StepKind::UninstallApp => "Uninstall App from Site",
             StepKind::Ping => "Ping Step",
+            StepKind::BackupSite => "Backup Site",
+            StepKind::UploadBackup => "Upload Site Backup",
+            StepKind::DownloadBackup => "Download Site Backup",
+            StepKind::RestoreSite => "Restore Site",
+            StepKind::NewSiteFromBackup => "New Site from Backup",
         }
     }
 
@@ -133,6 +148,69 @@ pub struct UpdateConfig {
     pub remove: Vec<String>,
 }
 
+/// A backup in offsite storage: the site it was taken of, and its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupRef {
+    pub site: SiteName,
+    pub id: String,
+}
+
+impl BackupRef {
+    /// `<site>/<id>`, or a bare `<id>` of `default_site`. Ids are letters, digits, `-`, `_`
+    /// and `.`, not starting with a dot, at most 100 characters (they become object keys).
+    pub fn parse(s: &str, default_site: &SiteName) -> Result<BackupRef, String> {
+        let (site, id) = match s.rsplit_once('/') {
+            Some((site, id)) => (
+                SiteName::parse(site).map_err(|m| format!("site part {m}"))?,
+                id,
+            ),
+            None => (default_site.clone(), s),
+        };
+        let ok = !id.is_empty()
+            && id.len() <= 100
+            && !id.starts_with('.')
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !ok {
+            return Err("must be a backup id ('<site>/<id>' or '<id>'): letters, digits, '-', '_' and '.', at most 100".into());
+        }
+        Ok(BackupRef {
+            site,
+            id: id.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for BackupRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.site, self.id)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BackupSite {
+    pub site: SiteRef,
+    pub with_files: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RestoreSite {
+    pub site: SiteRef,
+    pub backup: BackupRef,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewSiteFromBackup {
+    pub site: SiteRef,
+    pub backup: BackupRef,
+    /// Apps to install on top of the backup's (each offered by the bench).
+    pub apps: Vec<AppName>,
+    /// When set, replaces the backup's Administrator password.
+    pub admin_password: Option<Secret>,
+    pub config: Map<String, Value>,
+}
+
 /// A validated job: its type and typed data.
 #[derive(Debug, Clone)]
 pub enum JobSpec {
@@ -141,6 +219,9 @@ pub enum JobSpec {
     InstallApp(SiteApp),
     UninstallApp(SiteApp),
     UpdateSiteConfiguration(UpdateConfig),
+    BackupSite(BackupSite),
+    RestoreSite(RestoreSite),
+    NewSiteFromBackup(NewSiteFromBackup),
     Ping,
 }
 
@@ -151,6 +232,9 @@ pub const JOB_TYPES: &[&str] = &[
     "Install App on Site",
     "Uninstall App on Site",
     "Update Site Configuration",
+    "Backup Site",
+    "Restore Site",
+    "New Site from Backup",
     "Ping Job",
 ];
 
@@ -213,6 +297,22 @@ impl<'a> Data<'a> {
             Some(Value::Object(m)) => Ok(m.clone()),
             Some(_) => Err(FieldError::new(Self::field(key), "must be an object")),
         }
+    }
+
+    fn opt_bool(&self, key: &str) -> Result<bool, FieldError> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            // Frappe's clients send checkboxes as 0/1.
+            Some(Value::Number(n)) if n.as_u64() == Some(0) => Ok(false),
+            Some(Value::Number(n)) if n.as_u64() == Some(1) => Ok(true),
+            Some(_) => Err(FieldError::new(Self::field(key), "must be a boolean")),
+        }
+    }
+
+    fn backup(&self, site: &SiteRef) -> Result<BackupRef, FieldError> {
+        BackupRef::parse(self.str("backup")?, &site.name)
+            .map_err(|m| FieldError::new("data.backup", m))
     }
 
     fn opt_strings(&self, key: &str) -> Result<Vec<&'a str>, FieldError> {
@@ -369,6 +469,45 @@ impl JobSpec {
                     remove,
                 }))
             }
+            "Backup Site" => {
+                let site = d.site(benches)?;
+                let with_files = d.opt_bool("with_files")?;
+                Ok(JobSpec::BackupSite(BackupSite { site, with_files }))
+            }
+            "Restore Site" => {
+                let site = d.site(benches)?;
+                let backup = d.backup(&site)?;
+                Ok(JobSpec::RestoreSite(RestoreSite { site, backup }))
+            }
+            "New Site from Backup" => {
+                let site = d.site(benches)?;
+                let backup = d.backup(&site)?;
+                let mut apps: Vec<AppName> = Vec::new();
+                for (i, n) in d.opt_strings("apps")?.iter().enumerate() {
+                    let field = format!("data.apps[{i}]");
+                    let app = AppName::parse(n).map_err(|m| FieldError::new(&field, m))?;
+                    offered(&app, &site.bench, benches).map_err(|m| FieldError::new(&field, m))?;
+                    if !apps.contains(&app) {
+                        apps.push(app);
+                    }
+                }
+                let admin_password = match d.opt_str("admin_password")? {
+                    None => None,
+                    Some("") => {
+                        return Err(FieldError::new("data.admin_password", "must not be empty"));
+                    }
+                    Some(p) => Some(Secret::new(p)),
+                };
+                let config = d.opt_object("config")?;
+                check_config_keys(&config, "data.config")?;
+                Ok(JobSpec::NewSiteFromBackup(NewSiteFromBackup {
+                    site,
+                    backup,
+                    apps,
+                    admin_password,
+                    config,
+                }))
+            }
             "Ping Job" => Ok(JobSpec::Ping),
             other => Err(FieldError::new(
                 "job_type",
@@ -387,6 +526,9 @@ impl JobSpec {
             JobSpec::InstallApp(_) => "Install App on Site",
             JobSpec::UninstallApp(_) => "Uninstall App on Site",
             JobSpec::UpdateSiteConfiguration(_) => "Update Site Configuration",
+            JobSpec::BackupSite(_) => "Backup Site",
+            JobSpec::RestoreSite(_) => "Restore Site",
+            JobSpec::NewSiteFromBackup(_) => "New Site from Backup",
             JobSpec::Ping => "Ping Job",
         }
     }
@@ -406,6 +548,23 @@ impl JobSpec {
             JobSpec::InstallApp(_) => vec![InstallApp],
             JobSpec::UninstallApp(_) => vec![UninstallApp],
             JobSpec::UpdateSiteConfiguration(_) => vec![UpdateSiteConfiguration],
+            // Dump to a work folder, then upload it (manifest last): both may run again.
+            JobSpec::BackupSite(_) => vec![BackupSite, UploadBackup],
+            // Download and verify everything first; only then swap the site's data.
+            JobSpec::RestoreSite(_) => vec![DownloadBackup, RestoreSite],
+            JobSpec::NewSiteFromBackup(n) => {
+                let mut plan = vec![
+                    DownloadBackup,
+                    NewSiteFromBackup,
+                    InstallApps,
+                    UpdateSiteConfiguration,
+                ];
+                if n.admin_password.is_some() {
+                    plan.push(SetAdministratorPassword);
+                }
+                plan.push(EnableScheduler);
+                plan
+            }
             JobSpec::Ping => vec![Ping],
         }
     }
@@ -416,6 +575,9 @@ impl JobSpec {
             JobSpec::ArchiveSite(s) => Some(s),
             JobSpec::InstallApp(a) | JobSpec::UninstallApp(a) => Some(&a.site),
             JobSpec::UpdateSiteConfiguration(u) => Some(&u.site),
+            JobSpec::BackupSite(b) => Some(&b.site),
+            JobSpec::RestoreSite(r) => Some(&r.site),
+            JobSpec::NewSiteFromBackup(n) => Some(&n.site),
             JobSpec::Ping => None,
         }
     }
@@ -450,6 +612,27 @@ impl JobSpec {
                 d["config"] = Value::Object(u.config.clone());
                 d["remove"] = json!(u.remove);
                 (d, None)
+            }
+            JobSpec::BackupSite(b) => {
+                let mut d = site(&b.site);
+                d["with_files"] = json!(b.with_files);
+                (d, None)
+            }
+            JobSpec::RestoreSite(r) => {
+                let mut d = site(&r.site);
+                d["backup"] = json!(r.backup.to_string());
+                (d, None)
+            }
+            JobSpec::NewSiteFromBackup(n) => {
+                let mut d = site(&n.site);
+                d["backup"] = json!(n.backup.to_string());
+                d["apps"] = json!(n.apps.iter().map(|a| a.as_str()).collect::<Vec<_>>());
+                d["config"] = Value::Object(n.config.clone());
+                let secrets = n
+                    .admin_password
+                    .as_ref()
+                    .map(|p| json!({"admin_password": p.expose()}));
+                (d, secrets)
             }
             JobSpec::Ping => (json!({}), None),
         }

@@ -10,6 +10,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod api;
+pub mod backup;
 pub mod config;
 pub mod driver;
 pub mod error;
@@ -20,7 +21,7 @@ pub mod sched;
 pub mod store;
 pub mod worker;
 
-pub use config::{Benches, Config, DEFAULT_PORT, DriverKind};
+pub use config::{Benches, Config, DEFAULT_PORT, DriverKind, StorageConfig};
 pub use driver::Driver;
 pub use error::{ApiError, Error, ErrorCode};
 
@@ -79,10 +80,17 @@ pub async fn start_with(
     let store = store::Store::open(&url, &config.database_schema).await?;
     let driver: Arc<dyn Driver> = match (driver, config.driver) {
         (Some(d), _) => d,
-        (None, DriverKind::Local) => Arc::new(driver::local::LocalDriver::new(
-            &config.data_dir,
-            &config.benches,
-        )?),
+        (None, DriverKind::Local) => {
+            let offsite = config
+                .storage
+                .as_ref()
+                .map(backup::Offsite::new)
+                .transpose()?;
+            Arc::new(
+                driver::local::LocalDriver::new(&config.data_dir, &config.benches)?
+                    .with_offsite(offsite),
+            )
+        }
     };
     let engine = worker::Engine::new(store.clone(), driver, config.benches.clone());
     let recovered = engine.recover().await?;
@@ -103,6 +111,7 @@ pub async fn start_with(
         recovered,
         rate_limit = %config.rate_limit,
         push = config.press_url.is_some(),
+        offsite = config.storage.as_ref().map(|s| s.bucket.as_str()).unwrap_or("none"),
         "agent started"
     );
     let token = TokenHash::of(config.password.expose().as_bytes());

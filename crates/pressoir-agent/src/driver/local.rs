@@ -34,9 +34,15 @@ CREATE TABLE IF NOT EXISTS "tabSingles" (
     doctype TEXT NOT NULL, field TEXT NOT NULL, value TEXT, PRIMARY KEY (doctype, field));
 "#;
 
+mod backup;
+
 pub struct LocalDriver {
     root: PathBuf,
     cache: ConnCache,
+    /// Where backups go; `None` fails backup and restore jobs clearly.
+    offsite: Option<std::sync::Arc<crate::backup::Offsite>>,
+    /// `<data-dir>/backup-work/<job id>/`: dumps before upload, downloads before restore.
+    work: PathBuf,
 }
 
 /// A site's open database and where it is.
@@ -149,6 +155,15 @@ fn read_config(site_dir: &Path, site: &SiteRef) -> Result<Map<String, Value>, St
     }
 }
 
+/// The database name of the site in `dir`: derived from its path, so a site made again on
+/// the same path (a resumed step) gets the same name.
+fn db_name_for(dir: &Path) -> String {
+    format!(
+        "_{}",
+        &hex::encode(Sha256::digest(dir.to_string_lossy().as_bytes()))[..16]
+    )
+}
+
 fn now_text() -> String {
     crate::store::rfc3339_ms(pressoir_core::clock::now_ms())
 }
@@ -197,7 +212,15 @@ impl LocalDriver {
         Ok(LocalDriver {
             root,
             cache: ConnCache::default(),
+            offsite: None,
+            work: data_dir.join("backup-work"),
         })
+    }
+
+    /// Sends backups to (and restores them from) `offsite`.
+    pub fn with_offsite(mut self, offsite: Option<crate::backup::Offsite>) -> Self {
+        self.offsite = offsite.map(std::sync::Arc::new);
+        self
     }
 
     fn sites_dir(&self, site: &SiteRef) -> PathBuf {
@@ -260,10 +283,7 @@ impl LocalDriver {
         let sites = self.sites_dir(site);
         let dir = self.site_dir(site);
         let job = ctx.job_id.to_string();
-        let db_name = format!(
-            "_{}",
-            &hex::encode(Sha256::digest(dir.to_string_lossy().as_bytes()))[..16]
-        );
+        let db_name = db_name_for(&dir);
         let result =
             json!({"site": site.name.as_str(), "bench": site.bench.as_str(), "db_name": db_name});
         // Is it there already, and whose is it?
@@ -351,11 +371,15 @@ impl LocalDriver {
         log.done(Some(result))
     }
 
-    async fn install_apps(&self, n: &NewSite) -> StepResult {
+    async fn install_apps(&self, site: &SiteRef, apps: &[crate::names::AppName]) -> StepResult {
         let mut log = Log::default();
-        let mut sdb = self.site_db(&n.site).await.map_err(|e| log.fail(e))?;
+        let mut sdb = self.site_db(site).await.map_err(|e| log.fail(e))?;
         let now = now_text();
-        let apps: Vec<String> = n.apps.iter().skip(1).map(|a| a.to_string()).collect();
+        let apps: Vec<String> = apps
+            .iter()
+            .filter(|a| a.as_str() != "frappe")
+            .map(|a| a.to_string())
+            .collect();
         let r = install_all(&mut sdb.conn, &apps, &now).await;
         self.release(sdb);
         let done = r.map_err(|e| log.fail(format!("cannot record the apps: {e}")))?;
@@ -421,9 +445,9 @@ impl LocalDriver {
         log.done(None)
     }
 
-    async fn set_admin_password(&self, n: &NewSite) -> StepResult {
+    async fn set_admin_password(&self, site: &SiteRef, pw: &Secret) -> StepResult {
         let mut log = Log::default();
-        let pw = n.admin_password.clone();
+        let pw = pw.clone();
         let hash = blocking(move || {
             let salt = SaltString::generate(&mut OsRng);
             argon2::Argon2::default()
@@ -433,7 +457,7 @@ impl LocalDriver {
         })
         .await
         .map_err(|e| log.fail(e))?;
-        let mut sdb = self.site_db(&n.site).await.map_err(|e| log.fail(e))?;
+        let mut sdb = self.site_db(site).await.map_err(|e| log.fail(e))?;
         let r = sqlx::query(
             "INSERT INTO __Auth (doctype, name, fieldname, password, encrypted) VALUES ('User', 'Administrator', 'password', ?1, 0) \
              ON CONFLICT (doctype, name, fieldname) DO UPDATE SET password = excluded.password",
@@ -614,18 +638,73 @@ impl Driver for LocalDriver {
         ctx: StepContext,
     ) -> BoxFuture<'a, StepResult> {
         Box::pin(async move {
+            let result = self.run_step(job, step, ctx).await;
+            let backup_step = matches!(
+                step,
+                StepKind::BackupSite
+                    | StepKind::UploadBackup
+                    | StepKind::DownloadBackup
+                    | StepKind::RestoreSite
+                    | StepKind::NewSiteFromBackup
+            );
+            if result.is_err() && backup_step {
+                // A failed job does not run again: its dumps or downloads are of no use.
+                self.clean_work(ctx.job_id).await;
+            }
+            result
+        })
+    }
+}
+
+impl LocalDriver {
+    async fn run_step(&self, job: &JobSpec, step: StepKind, ctx: StepContext) -> StepResult {
+        {
             match (job, step) {
                 (JobSpec::Ping, StepKind::Ping) => Ok(StepDone {
                     output: "pong".into(),
                     result: None,
                 }),
                 (JobSpec::NewSite(n), StepKind::NewSite) => self.new_site(n, ctx).await,
-                (JobSpec::NewSite(n), StepKind::InstallApps) => self.install_apps(n).await,
+                (JobSpec::NewSite(n), StepKind::InstallApps) => {
+                    self.install_apps(&n.site, &n.apps).await
+                }
                 (JobSpec::NewSite(n), StepKind::UpdateSiteConfiguration) => {
                     self.update_config(&n.site, &n.config, &[]).await
                 }
                 (JobSpec::NewSite(n), StepKind::SetAdministratorPassword) => {
-                    self.set_admin_password(n).await
+                    self.set_admin_password(&n.site, &n.admin_password).await
+                }
+                (JobSpec::BackupSite(b), StepKind::BackupSite) => self.backup_site(b, ctx).await,
+                (JobSpec::BackupSite(b), StepKind::UploadBackup) => {
+                    self.upload_backup(b, ctx).await
+                }
+                (JobSpec::RestoreSite(r), StepKind::DownloadBackup) => {
+                    self.download_backup(&r.backup, ctx).await
+                }
+                (JobSpec::RestoreSite(r), StepKind::RestoreSite) => self.restore_site(r, ctx).await,
+                (JobSpec::NewSiteFromBackup(n), StepKind::DownloadBackup) => {
+                    self.download_backup(&n.backup, ctx).await
+                }
+                (JobSpec::NewSiteFromBackup(n), StepKind::NewSiteFromBackup) => {
+                    self.new_site_from_backup(n, ctx).await
+                }
+                (JobSpec::NewSiteFromBackup(n), StepKind::InstallApps) => {
+                    self.install_apps(&n.site, &n.apps).await
+                }
+                (JobSpec::NewSiteFromBackup(n), StepKind::UpdateSiteConfiguration) => {
+                    self.update_config(&n.site, &n.config, &[]).await
+                }
+                (JobSpec::NewSiteFromBackup(n), StepKind::SetAdministratorPassword) => {
+                    match &n.admin_password {
+                        Some(pw) => self.set_admin_password(&n.site, pw).await,
+                        None => Ok(StepDone {
+                            output: "kept the backup's Administrator password".into(),
+                            result: None,
+                        }),
+                    }
+                }
+                (JobSpec::NewSiteFromBackup(n), StepKind::EnableScheduler) => {
+                    self.enable_scheduler(&n.site).await
                 }
                 (JobSpec::NewSite(n), StepKind::EnableScheduler) => {
                     self.enable_scheduler(&n.site).await
@@ -652,7 +731,7 @@ impl Driver for LocalDriver {
                     ),
                 )),
             }
-        })
+        }
     }
 }
 
