@@ -104,13 +104,22 @@ async fn write_one(store: &Store, rows: &[&EventRow]) -> Result<Vec<usize>, Erro
 }
 
 async fn write_group(store: &Store, jobs: &[IngestJob]) -> Result<Vec<Vec<usize>>, Error> {
-    let all: Vec<&EventRow> = jobs.iter().flat_map(|j| j.rows.iter()).collect();
-    let dups = write_one(store, &all).await?;
-    if jobs.len() == 1 {
-        return Ok(vec![dups]);
+    if let [only] = jobs {
+        return Ok(vec![
+            write_one(store, &only.rows.iter().collect::<Vec<_>>()).await?,
+        ]);
     }
-    if dups.is_empty() {
-        return Ok(vec![Vec::new(); jobs.len()]);
+    // In key order, so concurrent writers meeting the same keys lock them in one order.
+    let mut all: Vec<&EventRow> = jobs.iter().flat_map(|j| j.rows.iter()).collect();
+    all.sort_by(|a, b| {
+        (&a.external_subscription_id, &a.transaction_id)
+            .cmp(&(&b.external_subscription_id, &b.transaction_id))
+    });
+    match write_one(store, &all).await {
+        Ok(dups) if dups.is_empty() => return Ok(vec![Vec::new(); jobs.len()]),
+        // A duplicate somewhere, or a failure (a deadlock with another writer): one by one.
+        Ok(_) => {}
+        Err(e) => tracing::debug!(error = %e, "group write failed; writing requests one by one"),
     }
     let mut outcomes = Vec::with_capacity(jobs.len());
     for job in jobs {
