@@ -283,6 +283,16 @@ async fn call(ctx: &Ctx, name: &str) -> Result<Response> {
         "press.api.server.get" => server_get(ctx).await,
         "press.api.server.status" => server_status(ctx).await,
         "press.api.server.new" => server_new(ctx).await,
+        "press.api.site.change_plan" => {
+            let c = ctx.caller().await?;
+            let site = ctx.site(&c, &ctx.required("name")?).await?;
+            crate::billing::api::change_plan(&ctx.st.store, &site, &ctx.required("plan")?).await
+        }
+        m if m.starts_with("press.api.billing.") => {
+            let c = ctx.caller().await?;
+            let team = ctx.team(&c).await?;
+            crate::billing::api::call(&ctx.st.store, ctx.st.config.billing.as_ref(), m, &team, &ctx.args).await
+        }
         m if m.starts_with("press.api.webhook.") => {
             let c = ctx.caller().await?;
             let team = ctx.team(&c).await;

@@ -66,6 +66,8 @@ pub struct Config {
     pub bearer: Option<Bearer>,
     /// Webhook delivery settings (issue 7).
     pub webhooks: crate::webhooks::WebhookConfig,
+    /// Where Press bills through the Lago API (issue 6); `None` queues billing calls unsent.
+    pub billing: Option<crate::billing::BillingConfig>,
 }
 
 impl Config {
@@ -83,6 +85,7 @@ impl Config {
             session_ttl: Duration::from_secs(7 * 24 * 3600),
             bearer: None,
             webhooks: Default::default(),
+            billing: None,
         }
     }
 }

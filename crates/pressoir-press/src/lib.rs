@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod api;
 pub mod auth;
+pub mod billing;
 pub mod config;
 pub mod dispatch;
 pub mod domain;
@@ -125,6 +126,9 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Press> {
     );
     let mut tasks = dispatcher.spawn(shutdown.clone());
     tasks.push(webhooks::deliver::spawn(store.clone(), config.webhooks.clone(), shutdown.clone()).1);
+    if let Some(b) = &config.billing {
+        tasks.extend(billing::worker::spawn(store.clone(), b.clone(), shutdown.clone())?);
+    }
     // Jobs recorded before a restart go out at once.
     dispatcher.wake();
     let purge = store.clone();

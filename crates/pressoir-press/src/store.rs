@@ -921,6 +921,7 @@ async fn event_tx(tx: &mut Transaction<'_, Any>, event: &str, site: &Site, old: 
         .execute(&mut **tx)
         .await?;
     crate::webhooks::store::site_event(tx, event, site, old, status).await?;
+    crate::billing::store::site_event(tx, event, site).await?;
     Ok(())
 }
 

@@ -81,6 +81,12 @@ pub enum PressCommand {
         /// Where to fetch the issuer's keys (default `<issuer>/protocol/openid-connect/certs`).
         #[arg(long, env = "PRESSOIR_OIDC_JWKS_URL")]
         oidc_jwks_url: Option<String>,
+        /// Bill through this Lago API root (this Pressoir's billing service, or a real Lago).
+        #[arg(long, env = "PRESSOIR_BILLING_URL")]
+        billing_url: Option<String>,
+        /// Its API key (default: env PRESSOIR_BILLING_API_KEY, `*_FILE`, or credentials.json).
+        #[arg(long)]
+        billing_api_key: Option<String>,
     },
     /// Teams.
     Team {
@@ -192,6 +198,8 @@ pub async fn run(args: PressArgs) -> anyhow::Result<()> {
             oidc_issuer,
             oidc_audience,
             oidc_jwks_url,
+            billing_url,
+            billing_api_key,
         } => {
             std::fs::create_dir_all(&store.data_dir)?;
             let admin = admin_password(&store.data_dir)?;
@@ -206,6 +214,16 @@ pub async fn run(args: PressArgs) -> anyhow::Result<()> {
                 cfg.bearer = Some(oidc.bearer());
             } else {
                 anyhow::ensure!(oidc_jwks_url.is_none(), "--oidc-jwks-url needs --oidc-issuer");
+            }
+            if let Some(url) = billing_url {
+                let creds = CredentialStore::new(&store.data_dir);
+                let (key, origin) = creds.resolve("billing_api_key", "PRESSOIR_BILLING_API_KEY", billing_api_key.as_deref())?;
+                if origin == Origin::Generated {
+                    println!("billing API key (generated, stored in {}; give billing the same): {}", creds.path().display(), key.expose());
+                }
+                cfg.billing = Some(pressoir_press::billing::BillingConfig::new(url, key));
+            } else {
+                anyhow::ensure!(billing_api_key.is_none(), "--billing-api-key needs --billing-url");
             }
             let listener = tokio::net::TcpListener::bind(listen)
                 .await

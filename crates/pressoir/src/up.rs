@@ -128,6 +128,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     ));
     oidc.system_client = press_client;
     press.bearer = Some(oidc.bearer());
+    // Press bills through the gateway's own Lago API (`/api/v1/` on any host), with billing's key.
+    let billing_key = crate::billing::config(&data_dir, Some(&database_url))?.api_key;
+    press.billing = Some(pressoir_press::billing::BillingConfig::new(format!("http://{}", loopback(gateway_addr)), billing_key));
     let press = pressoir_press::start(press, shutdown.clone()).await.context("press failed to start")?;
     let press_router = press.router;
 
