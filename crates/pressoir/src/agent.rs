@@ -60,6 +60,59 @@ pub struct ServeArgs {
         default_value = "app-server-1"
     )]
     pub server_name: String,
+    /// Offsite backups: the S3 endpoint (e.g. `http://127.0.0.1:9000`, or an AWS regional
+    /// endpoint). Backup and restore jobs fail clearly when it is not set.
+    #[arg(long, env = "PRESSOIR_AGENT_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// The bucket backups go to.
+    #[arg(long, env = "PRESSOIR_AGENT_S3_BUCKET", default_value = "backups")]
+    pub s3_bucket: String,
+    #[arg(long, env = "PRESSOIR_AGENT_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    /// The access key; its secret comes from env PRESSOIR_AGENT_S3_SECRET_KEY or
+    /// PRESSOIR_AGENT_S3_SECRET_KEY_FILE (never a flag: it would show in the process list).
+    #[arg(long, env = "PRESSOIR_AGENT_S3_ACCESS_KEY")]
+    pub s3_access_key: Option<String>,
+    /// Keys start with `<prefix>/`.
+    #[arg(long, env = "PRESSOIR_AGENT_S3_PREFIX", default_value = "sites")]
+    pub s3_prefix: String,
+}
+
+/// The offsite storage config from the flags and `PRESSOIR_AGENT_S3_SECRET_KEY(_FILE)`.
+fn storage(a: &ServeArgs) -> anyhow::Result<Option<pressoir_agent::StorageConfig>> {
+    let Some(endpoint) = a.s3_endpoint.clone() else {
+        return Ok(None);
+    };
+    let access = a
+        .s3_access_key
+        .clone()
+        .context("--s3-endpoint needs --s3-access-key (or PRESSOIR_AGENT_S3_ACCESS_KEY)")?;
+    let secret = match std::env::var("PRESSOIR_AGENT_S3_SECRET_KEY") {
+        Ok(v) if !v.is_empty() => v,
+        _ => match std::env::var_os("PRESSOIR_AGENT_S3_SECRET_KEY_FILE") {
+            Some(path) => std::fs::read_to_string(&path)
+                .with_context(|| {
+                    format!(
+                        "cannot read PRESSOIR_AGENT_S3_SECRET_KEY_FILE {}",
+                        std::path::Path::new(&path).display()
+                    )
+                })?
+                .trim_end_matches(['\n', '\r'])
+                .to_string(),
+            None => anyhow::bail!(
+                "--s3-endpoint needs the secret key in PRESSOIR_AGENT_S3_SECRET_KEY or PRESSOIR_AGENT_S3_SECRET_KEY_FILE"
+            ),
+        },
+    };
+    let mut c = pressoir_agent::StorageConfig::new(
+        endpoint,
+        a.s3_bucket.clone(),
+        access,
+        pressoir_core::Secret::new(secret),
+    );
+    c.region = a.s3_region.clone();
+    c.prefix = a.s3_prefix.clone();
+    Ok(Some(c))
 }
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
@@ -70,6 +123,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.workers >= 1, "--workers must be at least 1");
+    let offsite = storage(&a)?;
     std::fs::create_dir_all(&a.data_dir)
         .with_context(|| format!("cannot create the data dir {}", a.data_dir.display()))?;
     let creds = CredentialStore::new(&a.data_dir);
@@ -98,6 +152,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     config.benches =
         Benches::new(vec![(a.bench, apps)]).map_err(|e| anyhow::anyhow!("--apps/--bench: {e}"))?;
     config.press_url = a.press_url;
+    config.storage = offsite;
     config.server_name = a.server_name;
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await

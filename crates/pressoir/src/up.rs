@@ -83,12 +83,24 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {} (--agent-listen)", args.agent_listen))?;
     let gateway_addr = gateway_l.local_addr()?;
     let agent_addr = agent_l.local_addr()?;
+    // The embedded agent's backups go to the embedded S3 (bucket `backups`, with the agents'
+    // bucket-limited key) on a loopback listener of their own: `s3.<domain>` need not resolve.
+    let agent_s3_l = TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("cannot listen on loopback for the agent's S3")?;
+    let agent_s3_key = crate::objects::agent_key(&data_dir)?;
 
     // The embedded agent pushes job changes to Press through the gateway.
     let mut agent = pressoir_agent::Config::new(data_dir.join("agent"), agent_password.clone());
     agent.rate_limit = args.rate_limit_agent;
     agent.press_url = Some(format!("http://{gateway_addr}"));
     agent.server_name = SERVER.to_string();
+    agent.storage = Some(pressoir_agent::StorageConfig::new(
+        format!("http://{}", agent_s3_l.local_addr()?),
+        pressoir_objects::BACKUPS_BUCKET,
+        agent_s3_key.access_key,
+        agent_s3_key.secret_key,
+    ));
     let agent_shutdown = shutdown.clone();
     let agent_task = tokio::spawn(async move { pressoir_agent::run(agent, agent_l, agent_shutdown).await });
 
@@ -138,6 +150,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let objects_router = pressoir_objects::app(objects, shutdown.clone())
         .await
         .context("object storage failed to start")?;
+    tokio::spawn(pressoir_core::serve(agent_s3_l, objects_router.clone(), shutdown.clone()));
 
     let mut billing = crate::billing::config(&data_dir, Some(&database_url))?;
     billing.api_url = format!("http://billing.{}:{port}", args.domain);
