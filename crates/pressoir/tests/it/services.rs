@@ -147,11 +147,40 @@ fn up_serves_identity_s3_and_billing_and_press_takes_identity_tokens() {
         println!("SKIPPED: curl is not installed");
         return;
     }
+    check_up(None);
+}
+
+/// The same on PostgreSQL (a fresh database: `up` gives each service a fixed schema in it).
+#[test]
+fn up_serves_every_service_on_postgres() {
+    let Some(url) = pressoir_core::db::test_postgres_url() else {
+        println!("SKIPPED: PRESSOIR_TEST_POSTGRES_URL is unset");
+        return;
+    };
+    if !have_curl() || Command::new("psql").arg("--version").output().is_err() {
+        println!("SKIPPED: curl or psql is not installed");
+        return;
+    }
+    let n = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let db = format!("t_up_{}_{n}", std::process::id());
+    let psql = |sql: &str| {
+        let out = Command::new("psql").args([url.as_str(), "-qc", sql]).output().expect("psql runs");
+        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    psql(&format!("CREATE DATABASE {db}"));
+    let (base, query) = url.split_once('?').map_or((url.as_str(), String::new()), |(b, q)| (b, format!("?{q}")));
+    let db_url = format!("{}/{db}{query}", base.rsplit_once('/').unwrap().0);
+    check_up(Some(&db_url));
+    psql(&format!("DROP DATABASE {db} WITH (FORCE)"));
+}
+
+fn check_up(database_url: Option<&str>) {
     let dir = temp_dir("services");
-    let u = start(
-        &["up", "--listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0", "--data-dir", dir.to_str().unwrap()],
-        "http://127.0.0.1:",
-    );
+    let mut args = vec!["up", "--listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0", "--data-dir", dir.to_str().unwrap()];
+    if let Some(u) = database_url {
+        args.extend(["--database-url", u]);
+    }
+    let u = start(&args, "http://127.0.0.1:");
     let p = u.port;
 
     // The reference's Keycloak lines, through the gateway with Host auth.localhost.
