@@ -48,14 +48,15 @@ pub fn spawn(
     });
     let sampler = tokio::spawn(async move {
         let every = cfg.usage_interval.max(Duration::from_secs(1));
+        // At start too, so a Press restarted more often than `every` still samples; the
+        // transaction id makes a second sample in one period a no-op.
         loop {
+            if let Err(e) = sample_usage(&store, &meter, every, now_ms() / 1000).await {
+                tracing::warn!(error = %e, "usage sampling failed");
+            }
             tokio::select! {
                 _ = shutdown.wait() => break,
-                _ = tokio::time::sleep(every) => {
-                    if let Err(e) = sample_usage(&store, &meter, every, now_ms() / 1000).await {
-                        tracing::warn!(error = %e, "usage sampling failed");
-                    }
-                }
+                _ = tokio::time::sleep(every) => {}
             }
         }
     });

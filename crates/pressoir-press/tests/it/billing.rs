@@ -335,6 +335,15 @@ async fn sites_are_subscriptions_and_usage_is_counted_once() {
         let rows = bstore::all(&press.store.db).await.unwrap();
         assert!(rows.iter().all(|r| r.done == 1), "{rows:?}");
 
+        // The name, freed by the archive, makes a new site: billed again on the same id.
+        let (again, _) = admin.new_site("billed", &["frappe"]).await;
+        assert_eq!(again, site);
+        admin.wait_status(&site, "Active", 30).await;
+        wait_lago(&http, baddr, &path, "the new site's subscription", |b| {
+            b["subscription"]["status"] == "active" && b["subscription"]["plan_code"] == "starter_monthly"
+        })
+        .await;
+
         press.stop().await;
         billing.stop(&cloud).await;
         cloud.shutdown().await;
