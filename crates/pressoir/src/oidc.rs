@@ -111,7 +111,12 @@ impl pressoir_press::auth::BearerVerifier for PressBearer {
 mod tests {
     use super::*;
 
-    fn claims(user: Option<&str>, email: Option<&str>, client: Option<&str>, roles: &[&str]) -> VerifiedClaims {
+    fn claims(
+        user: Option<&str>,
+        email: Option<&str>,
+        client: Option<&str>,
+        roles: &[&str],
+    ) -> VerifiedClaims {
         VerifiedClaims {
             sub: "s".into(),
             preferred_username: user.map(str::to_string),
@@ -129,26 +134,44 @@ mod tests {
     #[test]
     fn the_press_service_account_is_the_system_client() {
         let c = claims(Some("service-account-press"), None, Some("press"), &[]);
-        assert_eq!(press_user(&c, "press", "admin").as_deref(), Some("Administrator"));
+        assert_eq!(
+            press_user(&c, "press", "admin").as_deref(),
+            Some("Administrator")
+        );
         let other = claims(Some("service-account-ci"), None, Some("ci"), &[]);
         assert_eq!(press_user(&other, "press", "admin"), None);
         let other_admin = claims(Some("service-account-ci"), None, Some("ci"), &["admin"]);
-        assert_eq!(press_user(&other_admin, "press", "admin").as_deref(), Some("Administrator"));
+        assert_eq!(
+            press_user(&other_admin, "press", "admin").as_deref(),
+            Some("Administrator")
+        );
     }
 
     #[test]
     fn users_map_by_email_then_username() {
         let c = claims(Some("jane"), Some("jane@example.com"), None, &[]);
-        assert_eq!(press_user(&c, "press", "admin").as_deref(), Some("jane@example.com"));
+        assert_eq!(
+            press_user(&c, "press", "admin").as_deref(),
+            Some("jane@example.com")
+        );
         let c = claims(Some("bob@example.com"), None, None, &[]);
-        assert_eq!(press_user(&c, "press", "admin").as_deref(), Some("bob@example.com"));
-        assert_eq!(press_user(&claims(None, None, None, &[]), "press", "admin"), None);
+        assert_eq!(
+            press_user(&c, "press", "admin").as_deref(),
+            Some("bob@example.com")
+        );
+        assert_eq!(
+            press_user(&claims(None, None, None, &[]), "press", "admin"),
+            None
+        );
     }
 
     #[test]
     fn administrator_needs_the_admin_role() {
         let c = claims(Some("administrator"), None, None, &["admin"]);
-        assert_eq!(press_user(&c, "press", "admin").as_deref(), Some("Administrator"));
+        assert_eq!(
+            press_user(&c, "press", "admin").as_deref(),
+            Some("Administrator")
+        );
         let c = claims(Some("Administrator"), None, None, &[]);
         assert_eq!(press_user(&c, "press", "admin"), None);
     }

@@ -61,7 +61,10 @@ fn start(args: &[&str], marker: &str) -> Proc {
             && let Some(rest) = line.split(marker).nth(1)
         {
             let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            return Proc { child, port: digits.parse().unwrap() };
+            return Proc {
+                child,
+                port: digits.parse().unwrap(),
+            };
         }
     }
 }
@@ -70,7 +73,13 @@ fn start(args: &[&str], marker: &str) -> Proc {
 fn curl(port: u16, args: &[&str]) -> (u16, String) {
     let mut cmd = Command::new("curl");
     cmd.args(["-s", "--max-time", "10", "-w", "\n%{http_code}"]);
-    for h in ["auth.localhost", "s3.localhost", "billing.localhost", "cloud.localhost", "other.example"] {
+    for h in [
+        "auth.localhost",
+        "s3.localhost",
+        "billing.localhost",
+        "cloud.localhost",
+        "other.example",
+    ] {
         cmd.args(["--resolve", &format!("{h}:{port}:127.0.0.1")]);
     }
     let out = cmd
@@ -91,14 +100,20 @@ fn have_curl() -> bool {
 }
 
 fn temp_dir(tag: &str) -> std::path::PathBuf {
-    let n = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     let d = std::env::temp_dir().join(format!("pressoir-{tag}-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
 
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 /// An Ed25519 signing key of the test's own, and its JWKS.
@@ -122,7 +137,12 @@ impl TestKey {
     fn sign(&self, kid: &str, claims: &Value) -> String {
         let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
         h.kid = Some(kid.to_string());
-        jsonwebtoken::encode(&h, claims, &jsonwebtoken::EncodingKey::from_ed_der(&self.der)).unwrap()
+        jsonwebtoken::encode(
+            &h,
+            claims,
+            &jsonwebtoken::EncodingKey::from_ed_der(&self.der),
+        )
+        .unwrap()
     }
 }
 
@@ -135,10 +155,14 @@ fn claims(iss: &str, aud: &str, exp: i64, user: &str, roles: &[&str]) -> Value {
 }
 
 fn site_list(port: u16, token: &str) -> (u16, String) {
-    curl(port, &[
-        "http://cloud.localhost:30080/api/method/press.api.site.list",
-        "-H", &format!("Authorization: Bearer {token}"),
-    ])
+    curl(
+        port,
+        &[
+            "http://cloud.localhost:30080/api/method/press.api.site.list",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+        ],
+    )
 }
 
 #[test]
@@ -161,14 +185,26 @@ fn up_serves_every_service_on_postgres() {
         println!("SKIPPED: curl or psql is not installed");
         return;
     }
-    let n = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     let db = format!("t_up_{}_{n}", std::process::id());
     let psql = |sql: &str| {
-        let out = Command::new("psql").args([url.as_str(), "-qc", sql]).output().expect("psql runs");
-        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("psql")
+            .args([url.as_str(), "-qc", sql])
+            .output()
+            .expect("psql runs");
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     psql(&format!("CREATE DATABASE {db}"));
-    let (base, query) = url.split_once('?').map_or((url.as_str(), String::new()), |(b, q)| (b, format!("?{q}")));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url.as_str(), String::new()), |(b, q)| (b, format!("?{q}")));
     let db_url = format!("{}/{db}{query}", base.rsplit_once('/').unwrap().0);
     check_up(Some(&db_url));
     psql(&format!("DROP DATABASE {db} WITH (FORCE)"));
@@ -176,7 +212,15 @@ fn up_serves_every_service_on_postgres() {
 
 fn check_up(database_url: Option<&str>) {
     let dir = temp_dir("services");
-    let mut args = vec!["up", "--listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0", "--data-dir", dir.to_str().unwrap()];
+    let mut args = vec![
+        "up",
+        "--listen",
+        "127.0.0.1:0",
+        "--agent-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ];
     if let Some(u) = database_url {
         args.extend(["--database-url", u]);
     }
@@ -184,23 +228,50 @@ fn check_up(database_url: Option<&str>) {
     let p = u.port;
 
     // The reference's Keycloak lines, through the gateway with Host auth.localhost.
-    let (code, body) = curl(p, &[
-        "-X", "POST", "http://auth.localhost:30080/realms/frappe-cloud/protocol/openid-connect/token",
-        "-d", "client_id=press", "-d", &format!("client_secret={CLIENT_SECRET}"), "-d", "grant_type=client_credentials",
-    ]);
+    let (code, body) = curl(
+        p,
+        &[
+            "-X",
+            "POST",
+            "http://auth.localhost:30080/realms/frappe-cloud/protocol/openid-connect/token",
+            "-d",
+            "client_id=press",
+            "-d",
+            &format!("client_secret={CLIENT_SECRET}"),
+            "-d",
+            "grant_type=client_credentials",
+        ],
+    );
     assert_eq!(code, 200, "{body}");
-    let token = json_of(&body)["access_token"].as_str().expect("access_token").to_string();
-    let (code, body) = curl(p, &[
-        "http://auth.localhost:30080/realms/frappe-cloud/protocol/openid-connect/userinfo",
-        "-H", &format!("Authorization: Bearer {token}"),
-    ]);
+    let token = json_of(&body)["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string();
+    let (code, body) = curl(
+        p,
+        &[
+            "http://auth.localhost:30080/realms/frappe-cloud/protocol/openid-connect/userinfo",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+        ],
+    );
     assert_eq!(code, 200, "{body}");
-    assert_eq!(json_of(&body)["preferred_username"], "service-account-press", "{body}");
+    assert_eq!(
+        json_of(&body)["preferred_username"],
+        "service-account-press",
+        "{body}"
+    );
     // `/realms/` and `/auth/realms/` route to identity on any host.
-    let (code, body) = curl(p, &["http://127.0.0.1:30080/auth/realms/frappe-cloud/.well-known/openid-configuration"]);
+    let (code, body) = curl(
+        p,
+        &["http://127.0.0.1:30080/auth/realms/frappe-cloud/.well-known/openid-configuration"],
+    );
     assert_eq!(code, 200, "{body}");
     let issuer = json_of(&body)["issuer"].as_str().unwrap().to_string();
-    assert_eq!(issuer, format!("http://auth.cloud.localhost:{p}/realms/frappe-cloud"));
+    assert_eq!(
+        issuer,
+        format!("http://auth.cloud.localhost:{p}/realms/frappe-cloud")
+    );
 
     // Press takes the embedded IdP's token (the `press` service account is its system client).
     let (code, body) = site_list(p, &token);
@@ -209,59 +280,127 @@ fn check_up(database_url: Option<&str>) {
 
     // A token signed by a key the IdP never published: 401.
     let stranger = TestKey::new("stranger");
-    let forged = stranger.sign("stranger", &claims(&issuer, "press", now() + 300, "service-account-press", &["admin"]));
+    let forged = stranger.sign(
+        "stranger",
+        &claims(
+            &issuer,
+            "press",
+            now() + 300,
+            "service-account-press",
+            &["admin"],
+        ),
+    );
     let (code, body) = site_list(p, &forged);
     assert_eq!(code, 401, "{body}");
     // A tampered token (its claims changed under the IdP's signature): 401.
     let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
-    parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(serde_json::to_vec(&claims(&issuer, "press", now() + 300, "Administrator", &["admin"])).unwrap());
+    parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
+        serde_json::to_vec(&claims(
+            &issuer,
+            "press",
+            now() + 300,
+            "Administrator",
+            &["admin"],
+        ))
+        .unwrap(),
+    );
     let (code, body) = site_list(p, &parts.join("."));
     assert_eq!(code, 401, "{body}");
 
     // A token the IdP issues to another client carries that client's `aud`: 401 at Press.
-    let (code, body) = curl(p, &[
-        "-X", "POST", "http://auth.localhost:30080/admin/realms/frappe-cloud/clients",
-        "-H", &format!("Authorization: Bearer {token}"), "-H", "Content-Type: application/json",
-        "-d", r#"{"clientId": "other-app", "secret": "other-secret", "serviceAccountsEnabled": true}"#,
-    ]);
+    let (code, body) = curl(
+        p,
+        &[
+            "-X",
+            "POST",
+            "http://auth.localhost:30080/admin/realms/frappe-cloud/clients",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            r#"{"clientId": "other-app", "secret": "other-secret", "serviceAccountsEnabled": true}"#,
+        ],
+    );
     assert_eq!(code, 201, "{body}");
-    let (code, body) = curl(p, &[
-        "-X", "POST", "http://auth.localhost:30080/realms/frappe-cloud/protocol/openid-connect/token",
-        "-d", "client_id=other-app", "-d", "client_secret=other-secret", "-d", "grant_type=client_credentials",
-    ]);
+    let (code, body) = curl(
+        p,
+        &[
+            "-X",
+            "POST",
+            "http://auth.localhost:30080/realms/frappe-cloud/protocol/openid-connect/token",
+            "-d",
+            "client_id=other-app",
+            "-d",
+            "client_secret=other-secret",
+            "-d",
+            "grant_type=client_credentials",
+        ],
+    );
     assert_eq!(code, 200, "{body}");
     let other = json_of(&body)["access_token"].as_str().unwrap().to_string();
     let (code, body) = site_list(p, &other);
     assert_eq!(code, 401, "{body}");
 
     // Sessions keep working beside Bearer tokens.
-    let (code, body) = curl(p, &[
-        "-X", "POST", "http://cloud.localhost:30080/api/method/frappe.auth.get_logged_user",
-        "-H", "Content-Type: application/json", "-d", r#"{"usr": "Administrator", "pwd": "admin"}"#,
-    ]);
+    let (code, body) = curl(
+        p,
+        &[
+            "-X",
+            "POST",
+            "http://cloud.localhost:30080/api/method/frappe.auth.get_logged_user",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            r#"{"usr": "Administrator", "pwd": "admin"}"#,
+        ],
+    );
     assert_eq!(code, 200, "{body}");
 
     // Billing: the Lago API on Host billing. and under /api/v1/ on any host.
-    for url in ["http://billing.localhost:30080/api/v1/customers", "http://other.example:30080/api/v1/customers"] {
-        let (code, body) = curl(p, &[url, "-H", &format!("Authorization: Bearer {BILLING_KEY}")]);
+    for url in [
+        "http://billing.localhost:30080/api/v1/customers",
+        "http://other.example:30080/api/v1/customers",
+    ] {
+        let (code, body) = curl(
+            p,
+            &[url, "-H", &format!("Authorization: Bearer {BILLING_KEY}")],
+        );
         assert_eq!(code, 200, "{url}: {body}");
         assert!(json_of(&body)["customers"].is_array(), "{body}");
     }
-    let (code, _) = curl(p, &["http://billing.localhost:30080/api/v1/customers", "-H", "Authorization: Bearer nope"]);
+    let (code, _) = curl(
+        p,
+        &[
+            "http://billing.localhost:30080/api/v1/customers",
+            "-H",
+            "Authorization: Bearer nope",
+        ],
+    );
     assert_eq!(code, 401);
 
     // S3: ListBuckets with SigV4 on Host s3.localhost (curl's signer; boto3 too when available).
     let empty_sha = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
     let sigv4 = |secret: &str| {
-        curl(p, &[
-            "--aws-sigv4", "aws:amz:us-east-1:s3", "--user", &format!("minioadmin:{secret}"),
-            "-H", &format!("x-amz-content-sha256: {empty_sha}"), "http://s3.localhost:30080/",
-        ])
+        curl(
+            p,
+            &[
+                "--aws-sigv4",
+                "aws:amz:us-east-1:s3",
+                "--user",
+                &format!("minioadmin:{secret}"),
+                "-H",
+                &format!("x-amz-content-sha256: {empty_sha}"),
+                "http://s3.localhost:30080/",
+            ],
+        )
     };
     let (code, body) = sigv4(S3_SECRET);
     assert_eq!(code, 200, "{body}");
-    assert!(body.contains("<ListAllMyBucketsResult") && body.contains("<Name>backups</Name>"), "{body}");
+    assert!(
+        body.contains("<ListAllMyBucketsResult") && body.contains("<Name>backups</Name>"),
+        "{body}"
+    );
     let (code, body) = sigv4("wrong-secret");
     assert_eq!(code, 403, "{body}");
     match std::env::var("PRESSOIR_TEST_PYTHON") {
@@ -278,10 +417,20 @@ s3 = boto3.client('s3', endpoint_url=f'http://127.0.0.1:{port}', aws_access_key_
 s3.meta.events.register('before-sign.s3', lambda request, **kw: request.headers.__setitem__('Host', f's3.localhost:{port}'))
 print(' '.join(b['Name'] for b in s3.list_buckets()['Buckets']))
 "#;
-            let out = Command::new(py).args(["-c", script, &p.to_string(), S3_SECRET]).output().expect("python runs");
+            let out = Command::new(py)
+                .args(["-c", script, &p.to_string(), S3_SECRET])
+                .output()
+                .expect("python runs");
             let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
-            assert!(stdout.split_whitespace().any(|b| b == "backups"), "{stdout}");
+            assert!(
+                out.status.success(),
+                "{stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                stdout.split_whitespace().any(|b| b == "backups"),
+                "{stdout}"
+            );
         }
     }
     drop(u);
@@ -324,13 +473,26 @@ fn press_serve_takes_an_outside_issuers_tokens_by_configuration() {
     let jwks_url = format!("http://127.0.0.1:{jwks_port}/certs");
     let press = start(
         &[
-            "press", "serve", "--listen", "127.0.0.1:0", "--data-dir", dir.to_str().unwrap(),
-            "--oidc-issuer", issuer, "--oidc-audience", "press", "--oidc-jwks-url", &jwks_url,
+            "press",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--oidc-issuer",
+            issuer,
+            "--oidc-audience",
+            "press",
+            "--oidc-jwks-url",
+            &jwks_url,
         ],
         "http://127.0.0.1:",
     );
     let p = press.port;
-    let ok = key.sign("kc-key-1", &claims(issuer, "press", now() + 300, "administrator", &["admin"]));
+    let ok = key.sign(
+        "kc-key-1",
+        &claims(issuer, "press", now() + 300, "administrator", &["admin"]),
+    );
     let (code, body) = site_list(p, &ok);
     assert_eq!(code, 200, "{body}");
     // The keys are cached: a second token costs no fetch.
@@ -340,12 +502,54 @@ fn press_serve_takes_an_outside_issuers_tokens_by_configuration() {
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), before);
 
     let refused = [
-        ("expired", key.sign("kc-key-1", &claims(issuer, "press", now() - 3600, "administrator", &["admin"]))),
-        ("other audience", key.sign("kc-key-1", &claims(issuer, "account", now() + 300, "administrator", &["admin"]))),
-        ("other issuer", key.sign("kc-key-1", &claims("https://evil.example/realms/x", "press", now() + 300, "administrator", &["admin"]))),
-        ("unknown key", TestKey::new("kc-key-1").sign("kc-key-1", &claims(issuer, "press", now() + 300, "administrator", &["admin"]))),
-        ("unknown kid", key.sign("kc-key-9", &claims(issuer, "press", now() + 300, "administrator", &["admin"]))),
-        ("no such Press user", key.sign("kc-key-1", &claims(issuer, "press", now() + 300, "nobody@example.com", &[]))),
+        (
+            "expired",
+            key.sign(
+                "kc-key-1",
+                &claims(issuer, "press", now() - 3600, "administrator", &["admin"]),
+            ),
+        ),
+        (
+            "other audience",
+            key.sign(
+                "kc-key-1",
+                &claims(issuer, "account", now() + 300, "administrator", &["admin"]),
+            ),
+        ),
+        (
+            "other issuer",
+            key.sign(
+                "kc-key-1",
+                &claims(
+                    "https://evil.example/realms/x",
+                    "press",
+                    now() + 300,
+                    "administrator",
+                    &["admin"],
+                ),
+            ),
+        ),
+        (
+            "unknown key",
+            TestKey::new("kc-key-1").sign(
+                "kc-key-1",
+                &claims(issuer, "press", now() + 300, "administrator", &["admin"]),
+            ),
+        ),
+        (
+            "unknown kid",
+            key.sign(
+                "kc-key-9",
+                &claims(issuer, "press", now() + 300, "administrator", &["admin"]),
+            ),
+        ),
+        (
+            "no such Press user",
+            key.sign(
+                "kc-key-1",
+                &claims(issuer, "press", now() + 300, "nobody@example.com", &[]),
+            ),
+        ),
         ("garbage", "not.a.jwt".to_string()),
     ];
     for (what, token) in refused {
