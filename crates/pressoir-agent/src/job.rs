@@ -220,6 +220,9 @@ pub enum JobSpec {
     UninstallApp(SiteApp),
     UpdateSiteConfiguration(UpdateConfig),
     BackupSite(BackupSite),
+    /// "Archive Site" with `offsite_backup`: a backup first; the site is archived only once
+    /// the backup is uploaded.
+    BackupAndArchive(BackupSite),
     RestoreSite(RestoreSite),
     NewSiteFromBackup(NewSiteFromBackup),
     Ping,
@@ -430,7 +433,15 @@ impl JobSpec {
                     config,
                 }))
             }
-            "Archive Site" => Ok(JobSpec::ArchiveSite(d.site(benches)?)),
+            "Archive Site" => {
+                let site = d.site(benches)?;
+                if d.opt_bool("offsite_backup")? {
+                    let with_files = d.opt_bool("with_files")?;
+                    Ok(JobSpec::BackupAndArchive(BackupSite { site, with_files }))
+                } else {
+                    Ok(JobSpec::ArchiveSite(site))
+                }
+            }
             "Install App on Site" | "Uninstall App on Site" => {
                 let site = d.site(benches)?;
                 let app = d.app("app", &site.bench, benches)?;
@@ -522,7 +533,7 @@ impl JobSpec {
     pub fn job_type(&self) -> &'static str {
         match self {
             JobSpec::NewSite(_) => "New Site",
-            JobSpec::ArchiveSite(_) => "Archive Site",
+            JobSpec::ArchiveSite(_) | JobSpec::BackupAndArchive(_) => "Archive Site",
             JobSpec::InstallApp(_) => "Install App on Site",
             JobSpec::UninstallApp(_) => "Uninstall App on Site",
             JobSpec::UpdateSiteConfiguration(_) => "Update Site Configuration",
@@ -545,6 +556,7 @@ impl JobSpec {
                 EnableScheduler,
             ],
             JobSpec::ArchiveSite(_) => vec![ArchiveSite],
+            JobSpec::BackupAndArchive(_) => vec![BackupSite, UploadBackup, ArchiveSite],
             JobSpec::InstallApp(_) => vec![InstallApp],
             JobSpec::UninstallApp(_) => vec![UninstallApp],
             JobSpec::UpdateSiteConfiguration(_) => vec![UpdateSiteConfiguration],
@@ -575,7 +587,7 @@ impl JobSpec {
             JobSpec::ArchiveSite(s) => Some(s),
             JobSpec::InstallApp(a) | JobSpec::UninstallApp(a) => Some(&a.site),
             JobSpec::UpdateSiteConfiguration(u) => Some(&u.site),
-            JobSpec::BackupSite(b) => Some(&b.site),
+            JobSpec::BackupSite(b) | JobSpec::BackupAndArchive(b) => Some(&b.site),
             JobSpec::RestoreSite(r) => Some(&r.site),
             JobSpec::NewSiteFromBackup(n) => Some(&n.site),
             JobSpec::Ping => None,
@@ -615,6 +627,12 @@ impl JobSpec {
             }
             JobSpec::BackupSite(b) => {
                 let mut d = site(&b.site);
+                d["with_files"] = json!(b.with_files);
+                (d, None)
+            }
+            JobSpec::BackupAndArchive(b) => {
+                let mut d = site(&b.site);
+                d["offsite_backup"] = json!(true);
                 d["with_files"] = json!(b.with_files);
                 (d, None)
             }

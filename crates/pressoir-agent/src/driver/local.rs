@@ -647,7 +647,7 @@ impl Driver for LocalDriver {
                     | StepKind::RestoreSite
                     | StepKind::NewSiteFromBackup
             );
-            if result.is_err() && backup_step {
+            if result.is_err() && (backup_step || matches!(job, JobSpec::BackupAndArchive(_))) {
                 // A failed job does not run again: its dumps or downloads are of no use.
                 self.clean_work(ctx.job_id).await;
             }
@@ -676,7 +676,16 @@ impl LocalDriver {
                 }
                 (JobSpec::BackupSite(b), StepKind::BackupSite) => self.backup_site(b, ctx).await,
                 (JobSpec::BackupSite(b), StepKind::UploadBackup) => {
-                    self.upload_backup(b, ctx).await
+                    self.upload_backup(b, ctx, false).await
+                }
+                (JobSpec::BackupAndArchive(b), StepKind::BackupSite) => {
+                    self.backup_site(b, ctx).await
+                }
+                (JobSpec::BackupAndArchive(b), StepKind::UploadBackup) => {
+                    self.upload_backup(b, ctx, true).await
+                }
+                (JobSpec::BackupAndArchive(b), StepKind::ArchiveSite) => {
+                    self.archive_after_backup(b, ctx).await
                 }
                 (JobSpec::RestoreSite(r), StepKind::DownloadBackup) => {
                     self.download_backup(&r.backup, ctx).await

@@ -274,10 +274,27 @@ async fn site_round_trip_through_s3_keeps_data_identical() {
     assert!(manifest["site_config"].get("db_password").is_none());
     assert_eq!(manifest["files"][1]["sha256"], listed[1].2.as_str());
 
-    // Archive the site, then bring it back under another name.
-    ok(&a
-        .run("Archive Site", json!({"name": "src.localhost"}))
-        .await);
+    // Archive the site (with an offsite backup first), then bring it back under another name.
+    let arch = a
+        .run(
+            "Archive Site",
+            json!({"name": "src.localhost", "offsite_backup": true}),
+        )
+        .await;
+    ok(&arch);
+    assert_eq!(
+        step_names(&arch),
+        ["Backup Site", "Upload Site Backup", "Archive Site"]
+    );
+    let last = arch["result"]["backup"].as_str().unwrap();
+    assert!(
+        last.starts_with("src.localhost/") && last != backup,
+        "{arch}"
+    );
+    store
+        .head(&ObjPath::from(format!("sites/{last}/manifest.json")))
+        .await
+        .unwrap();
     assert!(!a.sites().join("src.localhost").exists());
     let n = a
         .run(
@@ -483,4 +500,15 @@ async fn backup_jobs_are_checked_and_need_storage() {
         j["error"].as_str().unwrap().contains("no offsite storage"),
         "{j}"
     );
+    // An archive that asks for a backup first does not archive without one.
+    let j = a
+        .run(
+            "Archive Site",
+            json!({"name": "x.localhost", "offsite_backup": true}),
+        )
+        .await;
+    assert_eq!(j["status"], "Failure");
+    assert!(j["error"].as_str().unwrap().contains("no offsite storage"));
+    assert_eq!(j["steps"][2]["status"], "Skipped", "{j}");
+    assert!(a.sites().join("x.localhost/site_config.json").exists());
 }

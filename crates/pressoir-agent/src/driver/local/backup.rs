@@ -321,7 +321,13 @@ impl LocalDriver {
 
     /// Step "Upload Site Backup": streams the work folder's files to offsite storage, then the
     /// manifest (a backup exists once its manifest does), then removes the work folder.
-    pub(super) async fn upload_backup(&self, b: &BackupSite, ctx: StepContext) -> StepResult {
+    /// `keep_id`: a later step of the job (archive) still needs the backup id.
+    pub(super) async fn upload_backup(
+        &self,
+        b: &BackupSite,
+        ctx: StepContext,
+        keep_id: bool,
+    ) -> StepResult {
         let mut log = Log::default();
         let offsite = self.offsite(&log)?;
         let work = self.work_dir(ctx);
@@ -361,7 +367,22 @@ impl LocalDriver {
             .await
             .map_err(|e| log.fail(e))?;
         log.line(format!("upload s3://{}/{key}", offsite.bucket()));
-        self.clean_work(ctx.job_id).await;
+        if keep_id {
+            let w = work.clone();
+            blocking(move || {
+                for f in std::fs::read_dir(&w).map_err(io_err("list the work folder"))? {
+                    let f = f.map_err(io_err("list the work folder"))?;
+                    if f.file_name() != BACKUP_ID_FILE {
+                        std::fs::remove_file(f.path()).map_err(io_err("clean the work folder"))?;
+                    }
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| log.fail(e))?;
+        } else {
+            self.clean_work(ctx.job_id).await;
+        }
         let files: Vec<Value> = manifest
             .files
             .iter()
@@ -379,6 +400,38 @@ impl LocalDriver {
             "bucket": offsite.bucket(),
             "manifest": key.to_string(),
         })))
+    }
+
+    /// Step "Archive Site" of an archive with an offsite backup: runs only once the backup is
+    /// uploaded, and names it in the job's result.
+    pub(super) async fn archive_after_backup(
+        &self,
+        b: &BackupSite,
+        ctx: StepContext,
+    ) -> StepResult {
+        let w = self.work_dir(ctx);
+        let id = blocking(move || {
+            std::fs::read_to_string(w.join(BACKUP_ID_FILE))
+                .map(|s| s.trim().to_string())
+                .map_err(|_| "the backup id of this job is gone; the site was not archived".into())
+        })
+        .await
+        .map_err(|e| Log::default().fail(e))?;
+        let mut done = self.archive(&b.site, ctx).await?;
+        self.clean_work(ctx.job_id).await;
+        if let Some(Value::Object(r)) = &mut done.result {
+            r.insert(
+                "backup".into(),
+                json!(
+                    BackupRef {
+                        site: b.site.name.clone(),
+                        id
+                    }
+                    .to_string()
+                ),
+            );
+        }
+        Ok(done)
     }
 
     /// Step "Download Site Backup": the manifest, then every file, each checked against the
