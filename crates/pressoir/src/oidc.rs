@@ -34,6 +34,8 @@ pub struct OidcSettings {
     pub system_client: String,
     /// The realm role that maps to Press's administrator.
     pub admin_role: String,
+    /// Accept `azp` = audience when `aud` lacks it (a stock Keycloak client's tokens).
+    pub accept_azp: bool,
 }
 
 impl OidcSettings {
@@ -44,6 +46,7 @@ impl OidcSettings {
             jwks_url: None,
             system_client: "press".to_string(),
             admin_role: pressoir_identity::admin::ADMIN_ROLE.to_string(),
+            accept_azp: false,
         }
     }
 
@@ -53,6 +56,7 @@ impl OidcSettings {
         if let Some(u) = &self.jwks_url {
             cfg.jwks_url = u.clone();
         }
+        cfg.accept_azp = self.accept_azp;
         pressoir_press::Bearer(Arc::new(PressBearer {
             inner: BearerVerifier::new(cfg),
             system_client: self.system_client.clone(),

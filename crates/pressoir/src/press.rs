@@ -81,6 +81,10 @@ pub enum PressCommand {
         /// Where to fetch the issuer's keys (default `<issuer>/protocol/openid-connect/certs`).
         #[arg(long, env = "PRESSOIR_OIDC_JWKS_URL")]
         oidc_jwks_url: Option<String>,
+        /// Also accept a token whose `azp` is the audience when `aud` lacks it, as a stock
+        /// Keycloak issues them to a client without an audience mapper (`aud` = `account`).
+        #[arg(long, env = "PRESSOIR_OIDC_ACCEPT_AZP", value_parser = clap::builder::FalseyValueParser::new())]
+        oidc_accept_azp: bool,
         /// Bill through this Lago API root (this Pressoir's billing service, or a real Lago).
         #[arg(long, env = "PRESSOIR_BILLING_URL")]
         billing_url: Option<String>,
@@ -198,6 +202,7 @@ pub async fn run(args: PressArgs) -> anyhow::Result<()> {
             oidc_issuer,
             oidc_audience,
             oidc_jwks_url,
+            oidc_accept_azp,
             billing_url,
             billing_api_key,
         } => {
@@ -211,6 +216,7 @@ pub async fn run(args: PressArgs) -> anyhow::Result<()> {
             if let Some(issuer) = oidc_issuer {
                 let mut oidc = crate::oidc::OidcSettings::new(&issuer, &oidc_audience);
                 oidc.jwks_url = oidc_jwks_url;
+                oidc.accept_azp = oidc_accept_azp;
                 cfg.bearer = Some(oidc.bearer());
             } else {
                 anyhow::ensure!(oidc_jwks_url.is_none(), "--oidc-jwks-url needs --oidc-issuer");

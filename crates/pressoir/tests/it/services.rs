@@ -558,5 +558,30 @@ fn press_serve_takes_an_outside_issuers_tokens_by_configuration() {
         assert!(body.contains("AuthenticationError"), "{what}: {body}");
     }
     drop(press);
+
+    // A stock Keycloak client without an audience mapper: `aud` is `account`, `azp` the client.
+    let press = start(
+        &[
+            "press",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--oidc-issuer",
+            issuer,
+            "--oidc-jwks-url",
+            &jwks_url,
+            "--oidc-accept-azp",
+        ],
+        "http://127.0.0.1:",
+    );
+    let mut c = claims(issuer, "account", now() + 300, "administrator", &["admin"]);
+    let (code, body) = site_list(press.port, &key.sign("kc-key-1", &c));
+    assert_eq!(code, 200, "{body}");
+    c["azp"] = json!("another-client");
+    let (code, body) = site_list(press.port, &key.sign("kc-key-1", &c));
+    assert_eq!(code, 401, "{body}");
+    drop(press);
     let _ = std::fs::remove_dir_all(&dir);
 }
