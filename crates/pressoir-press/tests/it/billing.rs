@@ -1,7 +1,8 @@
 //! Press bills through the Lago API against the real billing service on 127.0.0.1: a site
 //! created is a customer and a subscription, a plan change follows, archiving terminates;
-//! billing down while a site is created → delivered once it is back; usage events are counted
-//! once however often they are sampled or resent. On SQLite and PostgreSQL.
+//! billing down while a site is created and its usage sampled → delivered once it is back;
+//! usage events are counted once however often they are sampled or resent. On SQLite and
+//! PostgreSQL.
 
 use crate::common::*;
 use pressoir_billing::client::{Event, LagoClient, Sent};
@@ -340,7 +341,8 @@ async fn sites_are_subscriptions_and_usage_is_counted_once() {
         assert_eq!(again, site);
         admin.wait_status(&site, "Active", 30).await;
         wait_lago(&http, baddr, &path, "the new site's subscription", |b| {
-            b["subscription"]["status"] == "active" && b["subscription"]["plan_code"] == "starter_monthly"
+            b["subscription"]["status"] == "active"
+                && b["subscription"]["plan_code"] == "starter_monthly"
         })
         .await;
 
@@ -372,6 +374,16 @@ async fn billing_down_at_creation_is_delivered_when_back() {
             assert!(Instant::now() < deadline, "never tried: {rows:?}");
             tokio::time::sleep(Duration::from_millis(30)).await;
         }
+        // Usage sampled while billing is down waits in the outbox too.
+        admin.wait_status(&site, "Active", 30).await;
+        let now = pressoir_core::clock::now_ms() / 1000;
+        let every = Duration::from_secs(3600);
+        assert_eq!(
+            worker::sample_usage(&press.store, &press.meter, every, now)
+                .await
+                .unwrap(),
+            1
+        );
         let billing = start_billing(&cloud, baddr).await;
         let http = reqwest::Client::new();
         let s = wait_lago(
@@ -391,6 +403,16 @@ async fn billing_down_at_creation_is_delivered_when_back() {
             |_| true,
         )
         .await;
+        let tid = pressoir_billing::client::transaction_id("storage_gb", &site, now, 3600);
+        let ev = wait_lago(
+            &http,
+            baddr,
+            &format!("events/{tid}"),
+            "the late usage event",
+            |_| true,
+        )
+        .await;
+        assert_eq!(ev["event"]["properties"]["gb_used"], "2.5", "{ev}");
         press.stop().await;
         billing.stop(&cloud).await;
         cloud.shutdown().await;
