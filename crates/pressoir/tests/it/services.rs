@@ -342,6 +342,91 @@ fn check_up(database_url: Option<&str>) {
     let (code, body) = site_list(p, &other);
     assert_eq!(code, 401, "{body}");
 
+    // User tokens: Keycloak lowercases `administrator`; with the admin role it is Press's
+    // Administrator. Another user is their email, and must be a Press user.
+    let password_token = |user: &str, pw: &str| {
+        let (code, body) = curl(
+            p,
+            &[
+                "-X",
+                "POST",
+                "http://auth.localhost:30080/realms/frappe-cloud/protocol/openid-connect/token",
+                "-d",
+                "client_id=press",
+                "-d",
+                &format!("client_secret={CLIENT_SECRET}"),
+                "-d",
+                "grant_type=password",
+                "-d",
+                &format!("username={user}"),
+                "-d",
+                &format!("password={pw}"),
+            ],
+        );
+        assert_eq!(code, 200, "{user}: {body}");
+        json_of(&body)["access_token"].as_str().unwrap().to_string()
+    };
+    let logged_user = |t: &str| {
+        curl(
+            p,
+            &[
+                "http://cloud.localhost:30080/api/method/frappe.auth.get_logged_user",
+                "-H",
+                &format!("Authorization: Bearer {t}"),
+            ],
+        )
+    };
+    let (code, body) = logged_user(&password_token("Administrator", "admin"));
+    assert_eq!(
+        (code, json_of(&body)["message"].clone()),
+        (200, json!("Administrator")),
+        "{body}"
+    );
+    for (name, email) in [("jane", "jane@example.com"), ("ghost", "ghost@example.com")] {
+        let (code, body) = curl(
+            p,
+            &[
+                "-X",
+                "POST",
+                "http://auth.localhost:30080/admin/realms/frappe-cloud/users",
+                "-H",
+                &format!("Authorization: Bearer {token}"),
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                &json!({"username": name, "email": email, "enabled": true,
+                "credentials": [{"type": "password", "value": "user-pw-1", "temporary": false}]})
+                .to_string(),
+            ],
+        );
+        assert_eq!(code, 201, "{body}");
+    }
+    let mut add = Command::new(env!("CARGO_BIN_EXE_pressoir"));
+    add.args(["press", "user", "add", "--data-dir", dir.to_str().unwrap()]);
+    if let Some(u) = database_url {
+        add.args(["--database-url", u]);
+    }
+    let out = add
+        .arg("jane@example.com")
+        .env("PRESSOIR_ADMIN_PASSWORD", "admin")
+        .env("PRESSOIR_USER_PASSWORD", "press-pw-1")
+        .env_remove("PRESSOIR_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, body) = logged_user(&password_token("jane", "user-pw-1"));
+    assert_eq!(
+        (code, json_of(&body)["message"].clone()),
+        (200, json!("jane@example.com")),
+        "{body}"
+    );
+    let (code, body) = logged_user(&password_token("ghost", "user-pw-1"));
+    assert_eq!(code, 401, "{body}");
+
     // Sessions keep working beside Bearer tokens.
     let (code, body) = curl(
         p,
