@@ -24,6 +24,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod site_backups;
+
 pub struct AppState {
     pub store: Store,
     pub auth: Authenticator,
@@ -278,6 +280,9 @@ async fn call(ctx: &Ctx, name: &str) -> Result<Response> {
         "press.api.site.install_app" => site_app(ctx, job_type::INSTALL_APP).await,
         "press.api.site.uninstall_app" => site_app(ctx, job_type::UNINSTALL_APP).await,
         "press.api.site.update_config" => site_update_config(ctx).await,
+        "press.api.site.backup" => site_backups::backup(ctx).await,
+        "press.api.site.backups" => site_backups::backups(ctx).await,
+        "press.api.site.restore" => site_backups::restore(ctx).await,
         "press.api.site.get_site_plans" | "press.api.plan.list" => plans(ctx).await,
         "press.api.server.list" | "press.api.server.all" => server_list(ctx).await,
         "press.api.server.get" => server_get(ctx).await,

@@ -39,6 +39,8 @@ pub struct Opts {
     pub session_ttl: Option<Duration>,
     pub bearer: Option<pressoir_press::Bearer>,
     pub webhooks: Option<pressoir_press::webhooks::WebhookConfig>,
+    /// The agent's offsite storage (backups).
+    pub agent_storage: Option<pressoir_agent::StorageConfig>,
 }
 
 impl Default for Opts {
@@ -52,6 +54,7 @@ impl Default for Opts {
             session_ttl: None,
             bearer: None,
             webhooks: None,
+            agent_storage: None,
         }
     }
 }
@@ -186,6 +189,7 @@ impl Cloud {
         let mut cfg = pressoir_agent::Config::new(self.agent_dir(), Secret::new(AGENT_PW));
         cfg.rate_limit = self.opts.agent_rate;
         cfg.workers = 4;
+        cfg.storage = self.opts.agent_storage.clone();
         if self.opts.push {
             cfg.press_url = Some(self.url());
             cfg.push_interval = Duration::from_millis(100);

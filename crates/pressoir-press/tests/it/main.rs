@@ -2,6 +2,7 @@
 //! on SQLite and (when `PRESSOIR_TEST_POSTGRES_URL` is set) on PostgreSQL.
 
 mod auth;
+mod backups;
 mod billing;
 mod common;
 mod limits;
