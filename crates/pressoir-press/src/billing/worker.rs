@@ -113,48 +113,149 @@ pub async fn sample_usage(
     Ok(queued)
 }
 
-/// One pass over the outbox; returns how many rows were sent. Stops at the first transient
-/// failure (billing down or throttled): the rest waits for the next pass.
+/// One pass over the outbox; returns how many rows were sent. Usage events go in batches of up
+/// to 100; the calls of one key keep their order. Stops at the first transient failure (billing
+/// down or throttled): the rest waits for the next pass.
 pub async fn drain(store: &Store, lago: &LagoClient, cfg: &BillingConfig) -> Result<usize> {
     let rows = bstore::pending(&store.db, 500).await?;
-    let now = now_ms();
-    let mut blocked: HashSet<String> = HashSet::new();
-    let mut sent = 0;
+    let mut p = Pass {
+        store,
+        lago,
+        cfg,
+        now: now_ms(),
+        blocked: HashSet::new(),
+        sent: 0,
+    };
+    let mut batch: Vec<Row> = Vec::new();
     for row in rows {
-        if blocked.contains(&row.key) {
+        if p.blocked.contains(&row.key) {
             continue;
         }
-        if row.next_at > now {
-            blocked.insert(row.key.clone());
+        if row.next_at > p.now {
+            p.blocked.insert(row.key.clone());
             continue;
         }
-        match send(lago, &row).await {
-            Ok(()) => {
-                bstore::mark_done(&store.db, &row.id).await?;
-                sent += 1;
+        if row.kind == EVENT {
+            batch.push(row);
+            if batch.len() == 100 && !p.flush(std::mem::take(&mut batch)).await? {
+                return Ok(p.sent);
             }
-            Err(e) => {
-                blocked.insert(row.key.clone());
-                let mut delay = backoff(cfg, row.attempts);
-                if let ClientError::Api {
-                    retry_after_secs: Some(s),
-                    ..
-                } = &e
-                {
-                    delay = delay.max(Duration::from_secs(*s));
-                }
-                let msg = e.to_string();
-                bstore::mark_retry(&store.db, &row.id, now + delay.as_millis() as i64, &msg)
-                    .await?;
-                if e.is_transient() {
-                    tracing::debug!(error = %msg, "billing unavailable; outbox waits");
-                    break;
-                }
-                tracing::warn!(kind = %row.kind, key = %row.key, error = %msg, "billing refused a call; will retry");
-            }
+            continue;
+        }
+        // Events queued before this call of the same key go first.
+        if !p.flush(std::mem::take(&mut batch)).await? {
+            return Ok(p.sent);
+        }
+        if p.blocked.contains(&row.key) {
+            continue;
+        }
+        if !p.one(&row).await? {
+            return Ok(p.sent);
         }
     }
-    Ok(sent)
+    p.flush(batch).await?;
+    Ok(p.sent)
+}
+
+struct Pass<'a> {
+    store: &'a Store,
+    lago: &'a LagoClient,
+    cfg: &'a BillingConfig,
+    now: i64,
+    blocked: HashSet<String>,
+    sent: usize,
+}
+
+impl Pass<'_> {
+    /// Sends one row; false when billing is unavailable (stop the pass).
+    async fn one(&mut self, row: &Row) -> Result<bool> {
+        match send(self.lago, row).await {
+            Ok(()) => {
+                bstore::mark_done(&self.store.db, &row.id).await?;
+                self.sent += 1;
+                Ok(true)
+            }
+            Err(e) => self.failed(row, &e).await,
+        }
+    }
+
+    async fn failed(&mut self, row: &Row, e: &ClientError) -> Result<bool> {
+        self.blocked.insert(row.key.clone());
+        let mut delay = backoff(self.cfg, row.attempts);
+        if let ClientError::Api {
+            retry_after_secs: Some(s),
+            ..
+        } = e
+        {
+            delay = delay.max(Duration::from_secs(*s));
+        }
+        let msg = e.to_string();
+        bstore::mark_retry(
+            &self.store.db,
+            &row.id,
+            self.now + delay.as_millis() as i64,
+            &msg,
+        )
+        .await?;
+        if e.is_transient() {
+            tracing::debug!(error = %msg, "billing unavailable; outbox waits");
+            return Ok(false);
+        }
+        tracing::warn!(kind = %row.kind, key = %row.key, error = %msg, "billing refused a call; will retry");
+        Ok(true)
+    }
+
+    /// Sends usage events in one batch (duplicates count as sent). A batch refused for
+    /// another reason is sent one by one, so one bad event does not hold the others.
+    async fn flush(&mut self, batch: Vec<Row>) -> Result<bool> {
+        match batch.len() {
+            0 => return Ok(true),
+            1 => return self.one(&batch[0]).await,
+            _ => {}
+        }
+        let mut events = Vec::with_capacity(batch.len());
+        for row in &batch {
+            match serde_json::from_str::<Value>(&row.payload) {
+                Ok(p) => events.push(event_of(&p)),
+                Err(_) => return self.singly(&batch).await,
+            }
+        }
+        match self.lago.send_events_batch(&events).await {
+            Ok(_) => {
+                for row in &batch {
+                    bstore::mark_done(&self.store.db, &row.id).await?;
+                    self.sent += 1;
+                }
+                Ok(true)
+            }
+            Err(e) if e.is_transient() => {
+                for row in &batch {
+                    self.failed(row, &e).await?;
+                }
+                Ok(false)
+            }
+            Err(_) => self.singly(&batch).await,
+        }
+    }
+
+    async fn singly(&mut self, batch: &[Row]) -> Result<bool> {
+        for row in batch {
+            if !self.blocked.contains(&row.key) && !self.one(row).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+fn event_of(p: &Value) -> Event {
+    Event {
+        transaction_id: text(p, "transaction_id"),
+        external_subscription_id: text(p, "external_subscription_id"),
+        code: text(p, "code"),
+        timestamp: p["timestamp"].as_i64(),
+        properties: p["properties"].as_object().cloned().unwrap_or_default(),
+    }
 }
 
 fn backoff(cfg: &BillingConfig, attempts: i64) -> Duration {
@@ -192,16 +293,7 @@ async fn send(lago: &LagoClient, row: &Row) -> std::result::Result<(), ClientErr
             .terminate_subscription(&text(&p, "external_id"))
             .await
             .map(|_| ()),
-        EVENT => {
-            let e = Event {
-                transaction_id: text(&p, "transaction_id"),
-                external_subscription_id: text(&p, "external_subscription_id"),
-                code: text(&p, "code"),
-                timestamp: p["timestamp"].as_i64(),
-                properties: p["properties"].as_object().cloned().unwrap_or_default(),
-            };
-            lago.send_event(&e).await.map(|_| ())
-        }
+        EVENT => lago.send_event(&event_of(&p)).await.map(|_| ()),
         other => Err(ClientError::Decode(format!("unknown outbox kind {other}"))),
     }
 }

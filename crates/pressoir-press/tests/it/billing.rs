@@ -384,6 +384,13 @@ async fn billing_down_at_creation_is_delivered_when_back() {
                 .unwrap(),
             1
         );
+        // And the next period's, so both go in one batch once billing is back.
+        assert_eq!(
+            worker::sample_usage(&press.store, &press.meter, every, now + 3600)
+                .await
+                .unwrap(),
+            1
+        );
         let billing = start_billing(&cloud, baddr).await;
         let http = reqwest::Client::new();
         let s = wait_lago(
@@ -413,6 +420,25 @@ async fn billing_down_at_creation_is_delivered_when_back() {
         )
         .await;
         assert_eq!(ev["event"]["properties"]["gb_used"], "2.5", "{ev}");
+        let next = pressoir_billing::client::transaction_id("storage_gb", &site, now + 3600, 3600);
+        wait_lago(
+            &http,
+            baddr,
+            &format!("events/{next}"),
+            "the next period's event",
+            |_| true,
+        )
+        .await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while bstore::all(&press.store.db)
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.done == 0)
+        {
+            assert!(Instant::now() < deadline, "outbox not drained");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         press.stop().await;
         billing.stop(&cloud).await;
         cloud.shutdown().await;
