@@ -739,12 +739,13 @@ async fn site_archive(ctx: &Ctx) -> Result<Response> {
     domain::can_archive(&site.status)?;
     let force = matches!(ctx.args.get("force"), Some(Value::Bool(true)))
         || matches!(ctx.str_arg("force").as_deref(), Some("1" | "true"));
+    let (data, steps) = site_backups::archive_job(ctx, &site, force);
     queue(
         ctx,
         &site,
         job_type::ARCHIVE_SITE,
-        json!({"name": site.name, "bench": site.bench, "force": force}),
-        &["Archive Site"],
+        data,
+        steps,
         &[ACTIVE, BROKEN, INACTIVE, SUSPENDED],
     )
     .await

@@ -68,6 +68,9 @@ pub struct Config {
     pub webhooks: crate::webhooks::WebhookConfig,
     /// Where Press bills through the Lago API (issue 6); `None` queues billing calls unsent.
     pub billing: Option<crate::billing::BillingConfig>,
+    /// `site.archive` has the agent take an offsite backup first (unless the call says
+    /// `skip_backup`); set it when the agents have offsite storage (issue 4).
+    pub archive_backup: bool,
 }
 
 impl Config {
@@ -86,6 +89,7 @@ impl Config {
             bearer: None,
             webhooks: Default::default(),
             billing: None,
+            archive_backup: false,
         }
     }
 }

@@ -112,6 +112,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     press.rate_limit = args.rate_limit_press;
     press.agent_rate_limit = args.rate_limit_agent;
     press.webhooks.allow_private = args.webhooks_allow_private;
+    // The embedded agent has offsite storage: site.archive backs a site up first.
+    press.archive_backup = true;
     let mut seed = pressoir_press::ServerSeed::new(SERVER, &format!("http://{agent_addr}"), agent_password);
     seed.bench = BENCH.to_string();
     press.servers = vec![seed];

@@ -22,6 +22,20 @@ fn flag(ctx: &Ctx, key: &str) -> bool {
         || matches!(ctx.str_arg(key).as_deref(), Some("1" | "true" | "True"))
 }
 
+/// The "Archive Site" job `site.archive` queues: with an offsite backup first when Press is
+/// configured so (`archive_backup`) and the call does not say `skip_backup`; the agent then
+/// archives only once the backup is uploaded.
+pub(super) fn archive_job(ctx: &Ctx, site: &crate::store::Site, force: bool) -> (Value, &'static [&'static str]) {
+    if ctx.st.config.archive_backup && !flag(ctx, "skip_backup") {
+        (
+            json!({"name": site.name, "bench": site.bench, "force": force, "offsite_backup": true, "with_files": true}),
+            &["Backup Site", "Upload Site Backup", "Archive Site"],
+        )
+    } else {
+        (json!({"name": site.name, "bench": site.bench, "force": force}), &["Archive Site"])
+    }
+}
+
 /// `{name, with_files}` → `{site, job}`.
 pub(super) async fn backup(ctx: &Ctx) -> Result<Response> {
     use site_status::*;

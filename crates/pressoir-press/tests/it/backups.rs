@@ -71,6 +71,31 @@ async fn a_site_is_backed_up_listed_and_restored() {
     assert_eq!(s, 400, "{body}");
     let (s, _) = admin.post("press.api.site.backups", json!({"name": "nosuch"})).await;
     assert_eq!(s, 404);
+
+    // Archive takes an offsite backup first; it is listed with the others.
+    let (s, body) = admin.post("press.api.site.archive", json!({"name": site})).await;
+    assert_eq!(s, 200, "{body}");
+    let job = admin.wait_job(body["message"]["job"].as_str().unwrap(), 20).await;
+    assert_eq!(job["status"], "Success", "{job}");
+    let steps: Vec<_> = job["steps"].as_array().unwrap().iter().map(|s| s["step_name"].clone()).collect();
+    assert_eq!(steps, [json!("Backup Site"), json!("Upload Site Backup"), json!("Archive Site")]);
+    admin.wait_status(&site, "Archived", 20).await;
+    let (_, body) = admin.get("press.api.site.backups", &[("name", &site)]).await;
+    let list = body["message"].as_array().unwrap();
+    assert_eq!(list.len(), 2, "{body}");
+    assert_eq!(list[0]["job_type"], "Archive Site");
+    assert!(list[0]["name"].as_str().unwrap().starts_with(&format!("{site}/")), "{body}");
+
+    // ...unless told not to.
+    let (other, _) = admin.new_site("nobackup", &["frappe"]).await;
+    admin.wait_status(&other, "Active", 20).await;
+    let (s, body) = admin.post("press.api.site.archive", json!({"name": other, "skip_backup": true})).await;
+    assert_eq!(s, 200, "{body}");
+    let job = admin.wait_job(body["message"]["job"].as_str().unwrap(), 20).await;
+    assert_eq!(job["status"], "Success", "{job}");
+    assert_eq!(job["steps"].as_array().unwrap().len(), 1, "{job}");
+    let (_, body) = admin.get("press.api.site.backups", &[("name", &other)]).await;
+    assert_eq!(body["message"], json!([]));
     cloud.shutdown().await;
     sd.trigger();
 }

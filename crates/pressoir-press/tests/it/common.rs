@@ -131,6 +131,7 @@ impl Cloud {
             cfg.session_ttl = t;
         }
         cfg.bearer = self.opts.bearer.clone();
+        cfg.archive_backup = self.opts.agent_storage.is_some();
         if let Some(w) = &self.opts.webhooks {
             cfg.webhooks = w.clone();
         }
