@@ -747,7 +747,7 @@ impl Store {
             for (u, job, steps) in todo {
                 // The first statement writes, so SQLite takes its write lock before any read.
                 let r = sqlx::query(
-                    "UPDATE jobs SET status = $1, steps = $2, result = $3, error = $4, started = $5, ended = $6, duration_ms = $7, agent_id = COALESCE(agent_id, $8), modified = $9 \
+                    "UPDATE jobs SET status = $1, steps = $2, result = $3, error = $4, started = $5, ended = $6, duration_ms = $7, agent_id = COALESCE($8, agent_id), modified = $9 \
                      WHERE name = $10 AND status NOT IN ('Success', 'Failure') \
                      AND (CASE status WHEN 'Undelivered' THEN 0 WHEN 'Pending' THEN 1 WHEN 'Running' THEN 2 ELSE 3 END) <= $11",
                 )
