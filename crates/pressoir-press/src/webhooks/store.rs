@@ -524,14 +524,17 @@ pub async fn claim(
         let marks: Vec<String> = (0..saturated.len())
             .map(|i| format!("${}", i + 4))
             .collect();
-        format!("AND d.webhook NOT IN ({})", marks.join(", "))
+        format!("AND webhook NOT IN ({})", marks.join(", "))
     };
     let sql = format!(
+        // The heads come from the (status, webhook, lane, seq) index alone and are then read
+        // by primary key, so sent rows are never scanned (PostgreSQL otherwise joins them all).
         "UPDATE webhook_deliveries SET next_at = $1 \
          WHERE seq IN (\
-            SELECT d.seq FROM (SELECT MIN(seq) AS head FROM webhook_deliveries WHERE status = 'Pending' GROUP BY webhook, lane) h \
-            JOIN webhook_deliveries d ON d.seq = h.head JOIN webhooks w ON w.name = d.webhook \
-            WHERE d.next_at <= $2 AND w.enabled = 1 {skip} ORDER BY d.seq LIMIT $3\
+            SELECT seq FROM webhook_deliveries WHERE seq IN (\
+               SELECT MIN(seq) FROM webhook_deliveries WHERE status = 'Pending' \
+               AND webhook IN (SELECT name FROM webhooks WHERE enabled = 1) {skip} GROUP BY webhook, lane\
+            ) AND next_at <= $2 ORDER BY seq LIMIT $3\
          ) AND status = 'Pending' AND next_at <= $2 \
          RETURNING seq, id, event_id, webhook, event, payload, attempts"
     );
