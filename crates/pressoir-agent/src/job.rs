@@ -774,6 +774,68 @@ mod tests {
     }
 
     #[test]
+    fn backup_jobs_parse_plan_and_keep_secrets_apart() {
+        let b = parse("Backup Site", json!({"name": "a", "with_files": 1})).unwrap();
+        let JobSpec::BackupSite(ref bs) = b else {
+            panic!()
+        };
+        assert!(bs.with_files);
+        assert_eq!(b.plan(), [StepKind::BackupSite, StepKind::UploadBackup]);
+        assert_eq!(b.ordering_key().as_deref(), Some("bench-0001/a"));
+        let r = parse(
+            "Restore Site",
+            json!({"name": "a", "backup": "b.example/x-1"}),
+        )
+        .unwrap();
+        let JobSpec::RestoreSite(ref rs) = r else {
+            panic!()
+        };
+        assert_eq!(rs.backup.to_string(), "b.example/x-1");
+        let r = parse("Restore Site", json!({"name": "a", "backup": "x-1"})).unwrap();
+        assert_eq!(r.stored().0["backup"], "a/x-1");
+        let n = parse(
+            "New Site from Backup",
+            json!({"name": "n", "backup": "a/x-1", "admin_password": "pw-9"}),
+        )
+        .unwrap();
+        let (data, secrets) = n.stored();
+        assert!(!data.to_string().contains("pw-9"));
+        assert_eq!(secrets.unwrap()["admin_password"], "pw-9");
+        assert!(n.plan().contains(&StepKind::SetAdministratorPassword));
+        let n = parse(
+            "New Site from Backup",
+            json!({"name": "n", "backup": "a/x-1"}),
+        )
+        .unwrap();
+        assert!(!n.plan().contains(&StepKind::SetAdministratorPassword));
+        assert!(n.stored().1.is_none());
+        let arch = parse("Archive Site", json!({"name": "a", "offsite_backup": true})).unwrap();
+        assert_eq!(arch.job_type(), "Archive Site");
+        assert_eq!(
+            arch.plan(),
+            [
+                StepKind::BackupSite,
+                StepKind::UploadBackup,
+                StepKind::ArchiveSite
+            ]
+        );
+        let back =
+            JobSpec::from_stored("Archive Site", &arch.stored().0, None, &benches()).unwrap();
+        assert!(matches!(back, JobSpec::BackupAndArchive(_)));
+        assert_eq!(
+            field("Restore Site", json!({"name": "a", "backup": "a/../b"})),
+            "data.backup"
+        );
+        assert_eq!(
+            field(
+                "New Site from Backup",
+                json!({"name": "a", "backup": "x", "admin_password": ""})
+            ),
+            "data.admin_password"
+        );
+    }
+
+    #[test]
     fn plans_and_ordering() {
         let spec = parse(
             "New Site",
