@@ -774,6 +774,7 @@ impl Store {
                 if u.status == job_status::FAILURE {
                     crate::webhooks::store::job_failed(&mut tx, job, u.error.as_deref()).await?;
                 }
+                crate::webhooks::store::backup_job_finished(&mut tx, job, u.status, u.result.as_ref(), u.error.as_deref()).await?;
                 if let Some(site_id) = &job.site_id {
                     let site = sqlx::query_as::<Any, Site>(&format!("SELECT {SITE_COLS} FROM sites WHERE id = $1"))
                         .bind(site_id)

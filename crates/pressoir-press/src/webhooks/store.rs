@@ -256,6 +256,52 @@ pub async fn server_status_changed(
     .await
 }
 
+/// `backup.completed` or `backup.failed` when a "Backup Site" job (or an archive that took a
+/// backup first) ends; `data` is the backup as `press.api.site.backups` lists it.
+pub async fn backup_job_finished(
+    tx: &mut Transaction<'_, Any>,
+    job: &Job,
+    status: &str,
+    result: Option<&Value>,
+    error: Option<&str>,
+) -> Result<()> {
+    let ok = status == "Success";
+    if !(ok || status == "Failure") {
+        return Ok(());
+    }
+    let result = result.cloned().unwrap_or(Value::Null);
+    let is_backup = job.job_type == "Backup Site"
+        || (job.job_type == "Archive Site" && result.get("backup").is_some());
+    if !is_backup {
+        return Ok(());
+    }
+    let field = |k: &str| result.get(k).cloned().unwrap_or(Value::Null);
+    let data = json!({
+        "name": field("backup"),
+        "backup_id": field("backup_id"),
+        "site": job.site_name,
+        "job": job.name,
+        "job_type": job.job_type,
+        "status": status,
+        "creation": rfc3339_ms(job.created),
+        "with_files": field("with_files"),
+        "size": field("size"),
+        "files": field("files"),
+        "offsite": true,
+        "error": error,
+    });
+    let lane = match &job.site_name {
+        Some(s) => site_lane(s),
+        None => server_lane(&job.server),
+    };
+    let event = if ok {
+        "backup.completed"
+    } else {
+        "backup.failed"
+    };
+    enqueue(tx, event, &job.team, &lane, data).await
+}
+
 /// `backup.completed` or `backup.failed` for a site's backup (`data` as the API shows it).
 pub async fn backup_finished(
     tx: &mut Transaction<'_, Any>,

@@ -844,3 +844,69 @@ async fn a_stalled_receiver_holds_up_no_other() {
         cloud.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn plan_changes_and_backups_are_sent() {
+    for b in backends() {
+        let cloud = Cloud::start(&b, opts(fast(true))).await;
+        let admin = cloud.admin().await;
+        let rx = Receiver::start().await;
+        add(&admin, json!({"events": ["site.plan_changed", "backup.completed", "backup.failed"], "url": rx.url})).await;
+        let (site, _) = admin.new_site("planned1", &["frappe"]).await;
+        admin.wait_status(&site, "Active", 30).await;
+        let (s, body) = admin
+            .post(
+                "press.api.site.change_plan",
+                json!({"name": site, "plan": "Pro"}),
+            )
+            .await;
+        assert_eq!(s, 200, "{body}");
+        let (s, body) = admin
+            .post("press.api.site.backup", json!({"name": site}))
+            .await;
+        assert_eq!(s, 200, "{body}");
+        let events = rx
+            .wait("plan change and backup", 30, |ev| {
+                ev.iter().any(|e| e["event"] == "site.plan_changed")
+                    && ev
+                        .iter()
+                        .any(|e| e["event"] == "backup.completed" || e["event"] == "backup.failed")
+            })
+            .await;
+        let p = events
+            .iter()
+            .find(|e| e["event"] == "site.plan_changed")
+            .unwrap();
+        assert_eq!(
+            (
+                p["data"]["name"].as_str(),
+                p["data"]["old_plan"].as_str(),
+                p["data"]["new_plan"].as_str()
+            ),
+            (Some(site.as_str()), Some("Starter"), Some("Pro"))
+        );
+        let bk = events
+            .iter()
+            .find(|e| e["event"].as_str().unwrap().starts_with("backup."))
+            .unwrap();
+        assert_eq!(bk["data"]["site"], site.as_str());
+        assert_eq!(bk["data"]["job_type"], "Backup Site");
+        // The same plan again is no change and sends nothing.
+        let (s, _) = admin
+            .post(
+                "press.api.site.change_plan",
+                json!({"name": site, "plan": "Pro"}),
+            )
+            .await;
+        assert_eq!(s, 200);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            rx.events()
+                .iter()
+                .filter(|e| e["event"] == "site.plan_changed")
+                .count(),
+            1
+        );
+        cloud.shutdown().await;
+    }
+}
