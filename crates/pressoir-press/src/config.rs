@@ -71,6 +71,9 @@ pub struct Config {
     /// `site.archive` has the agent take an offsite backup first (unless the call says
     /// `skip_backup`); set it when the agents have offsite storage (issue 4).
     pub archive_backup: bool,
+    /// Plans' backup policies, run by the backup scheduler every `backup_tick` (issue 4).
+    pub backup_policies: Vec<crate::backup_policy::BackupPolicy>,
+    pub backup_tick: Duration,
 }
 
 impl Config {
@@ -90,6 +93,8 @@ impl Config {
             webhooks: Default::default(),
             billing: None,
             archive_backup: false,
+            backup_policies: Vec::new(),
+            backup_tick: Duration::from_secs(60),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! `store`, run site work itself (the agent does, over HTTP), or answer an error outside
 //! Frappe's body. Handlers are thin; rules live in `domain`, which does no I/O.
 
+pub mod backup_policy;
 pub mod agent;
 pub mod api;
 pub mod auth;
@@ -128,6 +129,9 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Press> {
     tasks.push(webhooks::deliver::spawn(store.clone(), config.webhooks.clone(), shutdown.clone()).1);
     if let Some(b) = &config.billing {
         tasks.extend(billing::worker::spawn(store.clone(), b.clone(), shutdown.clone())?);
+    }
+    if !config.backup_policies.is_empty() {
+        tasks.push(backup_policy::spawn(store.clone(), dispatcher.clone(), config.backup_policies.clone(), config.backup_tick, shutdown.clone()));
     }
     // Jobs recorded before a restart go out at once.
     dispatcher.wake();

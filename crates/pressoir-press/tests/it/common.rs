@@ -41,6 +41,7 @@ pub struct Opts {
     pub webhooks: Option<pressoir_press::webhooks::WebhookConfig>,
     /// The agent's offsite storage (backups).
     pub agent_storage: Option<pressoir_agent::StorageConfig>,
+    pub backup_policies: Vec<pressoir_press::backup_policy::BackupPolicy>,
 }
 
 impl Default for Opts {
@@ -55,6 +56,7 @@ impl Default for Opts {
             bearer: None,
             webhooks: None,
             agent_storage: None,
+            backup_policies: Vec::new(),
         }
     }
 }
@@ -132,6 +134,8 @@ impl Cloud {
         }
         cfg.bearer = self.opts.bearer.clone();
         cfg.archive_backup = self.opts.agent_storage.is_some();
+        cfg.backup_policies = self.opts.backup_policies.clone();
+        cfg.backup_tick = Duration::from_millis(50);
         if let Some(w) = &self.opts.webhooks {
             cfg.webhooks = w.clone();
         }
