@@ -1,11 +1,14 @@
 //! The Pressoir agent: the Agent API that runs on each server (port 25052), a durable job
 //! store (SQLite in its data dir), a worker pool that runs jobs' steps through a [`Driver`]
 //! (jobs on one site in submission order, other sites in parallel), restart recovery, and an
-//! optional coalesced push of job changes to Press.
+//! optional coalesced push of job changes to Press, and offsite backups of sites to any S3
+//! ([`backup`]: "Backup Site", "Restore Site", "New Site from Backup", and "Archive Site" with
+//! `offsite_backup`).
 //!
 //! It must not: read the environment or the command line (the binary resolves the config and
 //! secrets), return or log a secret (job secrets are kept apart and wiped when a job ends),
-//! let a name escape its bench directory, or answer a 500 that carries internals.
+//! let a name escape its bench directory, or answer a 500 that carries internals; nor touch a
+//! site in a restore before every file of the backup is downloaded and its checksum verified.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
