@@ -47,7 +47,11 @@ fn resolve(store: &CredentialStore, key: &str, var: &str, label: &str) -> anyhow
     let (secret, origin) = store.resolve(key, var, None)?;
     if origin == Origin::Generated {
         // Printed once, at first start; it is stored in credentials.json (mode 0600).
-        println!("generated {label}: {} (stored in {})", secret.expose(), store.path().display());
+        println!(
+            "generated {label}: {} (stored in {})",
+            secret.expose(),
+            store.path().display()
+        );
     }
     Ok(secret)
 }
@@ -55,8 +59,12 @@ fn resolve(store: &CredentialStore, key: &str, var: &str, label: &str) -> anyhow
 /// The gateway's own address as seen from this process (a wildcard listen is reached on loopback).
 fn loopback(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
-        std::net::IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::from(([127, 0, 0, 1], addr.port())),
-        std::net::IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port())),
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from(([127, 0, 0, 1], addr.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
         _ => addr,
     }
 }
@@ -66,8 +74,18 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create the data dir {}", args.data_dir.display()))?;
     let data_dir = args.data_dir.canonicalize()?;
     let creds = CredentialStore::new(&data_dir);
-    let admin_password = resolve(&creds, "admin_password", "PRESSOIR_ADMIN_PASSWORD", "Administrator password")?;
-    let agent_password = resolve(&creds, "agent_password", "PRESSOIR_AGENT_PASSWORD", "agent password")?;
+    let admin_password = resolve(
+        &creds,
+        "admin_password",
+        "PRESSOIR_ADMIN_PASSWORD",
+        "Administrator password",
+    )?;
+    let agent_password = resolve(
+        &creds,
+        "agent_password",
+        "PRESSOIR_AGENT_PASSWORD",
+        "agent password",
+    )?;
 
     let database_url = match &args.database_url {
         Some(u) => u.clone(),
@@ -102,7 +120,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         agent_s3_key.secret_key,
     ));
     let agent_shutdown = shutdown.clone();
-    let agent_task = tokio::spawn(async move { pressoir_agent::run(agent, agent_l, agent_shutdown).await });
+    let agent_task =
+        tokio::spawn(async move { pressoir_agent::run(agent, agent_l, agent_shutdown).await });
 
     let mut press = pressoir_press::Config::new(
         pressoir_core::db::service_url(&database_url, "press"),
@@ -114,13 +133,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     press.webhooks.allow_private = args.webhooks_allow_private;
     // The embedded agent has offsite storage: site.archive backs a site up first.
     press.archive_backup = true;
-    let mut seed = pressoir_press::ServerSeed::new(SERVER, &format!("http://{agent_addr}"), agent_password);
+    let mut seed =
+        pressoir_press::ServerSeed::new(SERVER, &format!("http://{agent_addr}"), agent_password);
     seed.bench = BENCH.to_string();
     press.servers = vec![seed];
 
     // Identity: the issuer is the public name, never the request's Host.
     let port = gateway_addr.port();
-    let issuer_base = format!("http://auth.{}:{port}", args.domain);
+    let issuer_base = format!("http://{}:{port}", sibling_host(&args.domain, "auth"));
     let identity = crate::identity::config(
         &data_dir,
         &pressoir_core::db::service_url(&database_url, "identity"),
@@ -135,7 +155,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     // Press accepts the identity service's tokens (`aud` is the client's own id, `press`); the
     // keys are fetched over loopback, through the gateway's `/realms/` path on any host.
     let mut oidc = crate::oidc::OidcSettings::new(&issuer, &press_client);
-    let realm_path = issuer.strip_prefix(&issuer_base).unwrap_or("/realms/frappe-cloud");
+    let realm_path = issuer
+        .strip_prefix(&issuer_base)
+        .unwrap_or("/realms/frappe-cloud");
     oidc.jwks_url = Some(format!(
         "http://{loopback}{realm_path}/protocol/openid-connect/certs",
         loopback = loopback(gateway_addr)
@@ -144,18 +166,27 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     press.bearer = Some(oidc.bearer());
     // Press bills through the gateway's own Lago API (`/api/v1/` on any host), with billing's key.
     let billing_key = crate::billing::config(&data_dir, Some(&database_url))?.api_key;
-    press.billing = Some(pressoir_press::billing::BillingConfig::new(format!("http://{}", loopback(gateway_addr)), billing_key));
-    let press = pressoir_press::start(press, shutdown.clone()).await.context("press failed to start")?;
+    press.billing = Some(pressoir_press::billing::BillingConfig::new(
+        format!("http://{}", loopback(gateway_addr)),
+        billing_key,
+    ));
+    let press = pressoir_press::start(press, shutdown.clone())
+        .await
+        .context("press failed to start")?;
     let press_router = press.router;
 
     let objects = crate::objects::config(&data_dir)?;
     let objects_router = pressoir_objects::app(objects, shutdown.clone())
         .await
         .context("object storage failed to start")?;
-    tokio::spawn(pressoir_core::serve(agent_s3_l, objects_router.clone(), shutdown.clone()));
+    tokio::spawn(pressoir_core::serve(
+        agent_s3_l,
+        objects_router.clone(),
+        shutdown.clone(),
+    ));
 
     let mut billing = crate::billing::config(&data_dir, Some(&database_url))?;
-    billing.api_url = format!("http://billing.{}:{port}", args.domain);
+    billing.api_url = format!("http://{}:{port}", sibling_host(&args.domain, "billing"));
     let billing_router = pressoir_billing::app(billing, shutdown.clone())
         .await
         .context("billing failed to start")?;
@@ -170,10 +201,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     println!(
         "pressoir up: ready - Press http://{domain}:{port} (also http://{gateway_addr}/api/method/ping), \
-         identity {issuer} (also http://{gateway_addr}/realms/), S3 http://s3.{domain}:{port} (path-style), \
-         billing http://billing.{domain}:{port}/api/v1 (also http://{gateway_addr}/api/v1/), \
+         identity {issuer} (also http://{gateway_addr}/realms/), S3 http://{s3_host}:{port} (path-style), \
+         billing http://{billing_host}:{port}/api/v1 (also http://{gateway_addr}/api/v1/), \
          agent http://{agent_addr}, data {dir}",
         domain = args.domain,
+        s3_host = sibling_host(&args.domain, "s3"),
+        billing_host = sibling_host(&args.domain, "billing"),
         dir = data_dir.display(),
     );
     let served = pressoir_core::serve(gateway_l, gateway.into_router(), shutdown.clone()).await;
@@ -189,4 +222,29 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     served.context("gateway")?;
     Ok(())
+}
+
+/// The public host of a service beside Press, as the reference names them: Press on
+/// `cloud.localhost`, identity on `auth.localhost`, S3 on `s3.localhost`, billing on
+/// `billing.localhost` (the domain's first label replaced by the service's).
+fn sibling_host(domain: &str, service: &str) -> String {
+    match domain.split_once('.') {
+        Some((_, parent)) if parent.contains('.') || parent == "localhost" => {
+            format!("{service}.{parent}")
+        }
+        _ => format!("{service}.{domain}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sibling_host;
+
+    #[test]
+    fn services_sit_beside_press() {
+        assert_eq!(sibling_host("cloud.localhost", "auth"), "auth.localhost");
+        assert_eq!(sibling_host("cloud.example.com", "s3"), "s3.example.com");
+        assert_eq!(sibling_host("localhost", "billing"), "billing.localhost");
+        assert_eq!(sibling_host("example.com", "auth"), "auth.example.com");
+    }
 }

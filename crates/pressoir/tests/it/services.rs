@@ -270,7 +270,7 @@ fn check_up(database_url: Option<&str>) {
     let issuer = json_of(&body)["issuer"].as_str().unwrap().to_string();
     assert_eq!(
         issuer,
-        format!("http://auth.cloud.localhost:{p}/realms/frappe-cloud")
+        format!("http://auth.localhost:{p}/realms/frappe-cloud")
     );
 
     // Press takes the embedded IdP's token (the `press` service account is its system client).
