@@ -172,18 +172,8 @@ impl CredentialStore {
         if let Some(v) = explicit {
             return non_empty(var, v).map(|s| (s, Origin::Flag));
         }
-        if let Ok(v) = std::env::var(var) {
-            return non_empty(var, &v).map(|s| (s, Origin::Env));
-        }
-        let file_var = format!("{var}_FILE");
-        if let Ok(path) = std::env::var(&file_var) {
-            let text = std::fs::read_to_string(&path).map_err(|source| SecretError::File {
-                var: file_var.clone(),
-                path: path.clone().into(),
-                source,
-            })?;
-            return non_empty(&file_var, text.trim_end_matches(['\n', '\r']))
-                .map(|s| (s, Origin::File));
+        if let Some((secret, origin)) = from_env(var)? {
+            return Ok((secret, origin));
         }
         let mut map = self.load()?;
         if let Some(v) = map.get(key) {
@@ -194,6 +184,25 @@ impl CredentialStore {
         self.store(&map)?;
         Ok((secret, Origin::Generated))
     }
+}
+
+/// A secret from env `var`, else from the file named by env `var_FILE` (its trailing newline
+/// dropped); `None` when neither is set. An empty value is an error, never a secret.
+pub fn from_env(var: &str) -> Result<Option<(Secret, Origin)>, SecretError> {
+    if let Ok(v) = std::env::var(var) {
+        return non_empty(var, &v).map(|s| Some((s, Origin::Env)));
+    }
+    let file_var = format!("{var}_FILE");
+    if let Ok(path) = std::env::var(&file_var) {
+        let text = std::fs::read_to_string(&path).map_err(|source| SecretError::File {
+            var: file_var.clone(),
+            path: path.clone().into(),
+            source,
+        })?;
+        return non_empty(&file_var, text.trim_end_matches(['\n', '\r']))
+            .map(|s| Some((s, Origin::File)));
+    }
+    Ok(None)
 }
 
 fn non_empty(var: &str, v: &str) -> Result<Secret, SecretError> {
@@ -235,7 +244,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(store.path()).unwrap().permissions().mode();
+            let mode = std::fs::metadata(store.path())
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }

@@ -87,29 +87,12 @@ fn storage(a: &ServeArgs) -> anyhow::Result<Option<pressoir_agent::StorageConfig
         .s3_access_key
         .clone()
         .context("--s3-endpoint needs --s3-access-key (or PRESSOIR_AGENT_S3_ACCESS_KEY)")?;
-    let secret = match std::env::var("PRESSOIR_AGENT_S3_SECRET_KEY") {
-        Ok(v) if !v.is_empty() => v,
-        _ => match std::env::var_os("PRESSOIR_AGENT_S3_SECRET_KEY_FILE") {
-            Some(path) => std::fs::read_to_string(&path)
-                .with_context(|| {
-                    format!(
-                        "cannot read PRESSOIR_AGENT_S3_SECRET_KEY_FILE {}",
-                        std::path::Path::new(&path).display()
-                    )
-                })?
-                .trim_end_matches(['\n', '\r'])
-                .to_string(),
-            None => anyhow::bail!(
-                "--s3-endpoint needs the secret key in PRESSOIR_AGENT_S3_SECRET_KEY or PRESSOIR_AGENT_S3_SECRET_KEY_FILE"
-            ),
-        },
+    let Some((secret, _)) = pressoir_core::secret::from_env("PRESSOIR_AGENT_S3_SECRET_KEY")? else {
+        anyhow::bail!(
+            "--s3-endpoint needs the secret key in PRESSOIR_AGENT_S3_SECRET_KEY or PRESSOIR_AGENT_S3_SECRET_KEY_FILE"
+        );
     };
-    let mut c = pressoir_agent::StorageConfig::new(
-        endpoint,
-        a.s3_bucket.clone(),
-        access,
-        pressoir_core::Secret::new(secret),
-    );
+    let mut c = pressoir_agent::StorageConfig::new(endpoint, a.s3_bucket.clone(), access, secret);
     c.region = a.s3_region.clone();
     c.prefix = a.s3_prefix.clone();
     Ok(Some(c))

@@ -30,7 +30,11 @@ pub enum BillingCommand {
         #[arg(long, env = "PRESSOIR_BILLING_RATE_LIMIT", default_value = "1000/min")]
         rate_limit: RateSpec,
         /// This service's public URL, the issuer of webhook JWTs.
-        #[arg(long, env = "PRESSOIR_BILLING_API_URL", default_value = "http://billing.localhost")]
+        #[arg(
+            long,
+            env = "PRESSOIR_BILLING_API_URL",
+            default_value = "http://billing.localhost"
+        )]
         api_url: String,
         /// Plans to seed, `code=amount_cents[:currency[:included_gb[:per_gb]]]`, comma-separated
         /// (default: trial_monthly=0, starter_monthly=1000, pro_monthly=2500, business_monthly=5000).
@@ -46,7 +50,8 @@ pub enum BillingCommand {
 /// `PRESSOIR_BILLING_API_KEY`, `PRESSOIR_BILLING_API_KEY_FILE` or credentials.json (generated
 /// and printed once when unset). Used by `billing serve` and by `up`.
 pub fn config(data_dir: &Path, database_url: Option<&str>) -> anyhow::Result<Config> {
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
     let store = CredentialStore::new(data_dir);
     let (key, origin) = store.resolve("billing_api_key", "PRESSOIR_BILLING_API_KEY", None)?;
     if origin == Origin::Generated {
@@ -60,7 +65,10 @@ pub fn config(data_dir: &Path, database_url: Option<&str>) -> anyhow::Result<Con
         Some(u) => u.to_string(),
         None => pressoir_core::db::sqlite_url(&data_dir.join("pressoir.sqlite")),
     };
-    Ok(Config::new(pressoir_core::db::service_url(&url, "billing"), key))
+    Ok(Config::new(
+        pressoir_core::db::service_url(&url, "billing"),
+        key,
+    ))
 }
 
 pub async fn run(args: BillingArgs) -> anyhow::Result<()> {

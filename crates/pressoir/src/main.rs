@@ -13,7 +13,11 @@ mod up;
 mod webhook;
 
 #[derive(Parser)]
-#[command(name = "pressoir", version, about = "A self-hosted cloud for Frappe sites")]
+#[command(
+    name = "pressoir",
+    version,
+    about = "A self-hosted cloud for Frappe sites"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -42,16 +42,7 @@ pub struct ServeArgs {
 }
 
 fn env_or_file(var: &str) -> anyhow::Result<Option<String>> {
-    if let Ok(v) = std::env::var(var) {
-        return Ok(Some(v));
-    }
-    let file_var = format!("{var}_FILE");
-    if let Ok(path) = std::env::var(&file_var) {
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {file_var} file '{path}'"))?;
-        return Ok(Some(text.trim_end_matches(['\n', '\r']).to_string()));
-    }
-    Ok(None)
+    Ok(pressoir_core::secret::from_env(var)?.map(|(v, _)| v.expose().to_string()))
 }
 
 /// The object storage config for `data_dir` from the environment: access key from

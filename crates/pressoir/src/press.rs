@@ -47,7 +47,11 @@ fn admin_password(data_dir: &std::path::Path) -> anyhow::Result<Secret> {
     let creds = CredentialStore::new(data_dir);
     let (admin, origin) = creds.resolve("admin_password", "PRESSOIR_ADMIN_PASSWORD", None)?;
     if origin == Origin::Generated {
-        println!("generated Administrator password: {} (stored in {})", admin.expose(), creds.path().display());
+        println!(
+            "generated Administrator password: {} (stored in {})",
+            admin.expose(),
+            creds.path().display()
+        );
     }
     Ok(admin)
 }
@@ -180,14 +184,10 @@ pub enum ServerCommand {
 
 /// A secret from env `var` or `var_FILE`, never from the credentials file.
 fn from_env(var: &str) -> anyhow::Result<String> {
-    if let Ok(v) = std::env::var(var) {
-        return Ok(v);
+    match pressoir_core::secret::from_env(var)? {
+        Some((v, _)) => Ok(v.expose().to_string()),
+        None => anyhow::bail!("set {var} (or {var}_FILE)"),
     }
-    if let Ok(path) = std::env::var(format!("{var}_FILE")) {
-        let v = std::fs::read_to_string(&path).with_context(|| format!("cannot read {var}_FILE '{path}'"))?;
-        return Ok(v.trim_end_matches(['\n', '\r']).to_string());
-    }
-    anyhow::bail!("set {var} (or {var}_FILE)")
 }
 
 pub async fn run(args: PressArgs) -> anyhow::Result<()> {
@@ -219,17 +219,31 @@ pub async fn run(args: PressArgs) -> anyhow::Result<()> {
                 oidc.accept_azp = oidc_accept_azp;
                 cfg.bearer = Some(oidc.bearer());
             } else {
-                anyhow::ensure!(oidc_jwks_url.is_none(), "--oidc-jwks-url needs --oidc-issuer");
+                anyhow::ensure!(
+                    oidc_jwks_url.is_none(),
+                    "--oidc-jwks-url needs --oidc-issuer"
+                );
             }
             if let Some(url) = billing_url {
                 let creds = CredentialStore::new(&store.data_dir);
-                let (key, origin) = creds.resolve("billing_api_key", "PRESSOIR_BILLING_API_KEY", billing_api_key.as_deref())?;
+                let (key, origin) = creds.resolve(
+                    "billing_api_key",
+                    "PRESSOIR_BILLING_API_KEY",
+                    billing_api_key.as_deref(),
+                )?;
                 if origin == Origin::Generated {
-                    println!("billing API key (generated, stored in {}; give billing the same): {}", creds.path().display(), key.expose());
+                    println!(
+                        "billing API key (generated, stored in {}; give billing the same): {}",
+                        creds.path().display(),
+                        key.expose()
+                    );
                 }
                 cfg.billing = Some(pressoir_press::billing::BillingConfig::new(url, key));
             } else {
-                anyhow::ensure!(billing_api_key.is_none(), "--billing-api-key needs --billing-url");
+                anyhow::ensure!(
+                    billing_api_key.is_none(),
+                    "--billing-api-key needs --billing-url"
+                );
             }
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
@@ -237,42 +251,84 @@ pub async fn run(args: PressArgs) -> anyhow::Result<()> {
             println!("pressoir press: ready on http://{}", listener.local_addr()?);
             pressoir_press::run(cfg, listener, Shutdown::on_signals()).await?;
         }
-        PressCommand::Team { command: TeamCommand::Add { store, name, title, owner } } => {
+        PressCommand::Team {
+            command:
+                TeamCommand::Add {
+                    store,
+                    name,
+                    title,
+                    owner,
+                },
+        } => {
             let s = store.open().await?;
             let title = title.unwrap_or_else(|| name.clone());
             pressoir_press::admin_new_team(&s, &name, &title, &owner).await?;
             println!("team {name} created (owner {owner})");
         }
-        PressCommand::Team { command: TeamCommand::List { store } } => {
+        PressCommand::Team {
+            command: TeamCommand::List { store },
+        } => {
             let s = store.open().await?;
             for t in s.teams().await? {
                 println!("{}\t{}\towner={}", t.name, t.title, t.owner);
             }
         }
-        PressCommand::User { command: UserCommand::Add { store, email, full_name, team } } => {
+        PressCommand::User {
+            command:
+                UserCommand::Add {
+                    store,
+                    email,
+                    full_name,
+                    team,
+                },
+        } => {
             let password = from_env("PRESSOIR_USER_PASSWORD")?;
             let s = store.open().await?;
             let full = full_name.unwrap_or_else(|| email.clone());
             pressoir_press::admin_new_user(&s, &email, &full, &password, team.as_deref()).await?;
             println!("user {email} created");
         }
-        PressCommand::User { command: UserCommand::Join { store, user, team } } => {
+        PressCommand::User {
+            command: UserCommand::Join { store, user, team },
+        } => {
             let s = store.open().await?;
             pressoir_press::admin_add_member(&s, &team, &user).await?;
             println!("{user} joined {team}");
         }
-        PressCommand::Server { command: ServerCommand::Add { store, name, agent_url, team, bench } } => {
+        PressCommand::Server {
+            command:
+                ServerCommand::Add {
+                    store,
+                    name,
+                    agent_url,
+                    team,
+                    bench,
+                },
+        } => {
             let password = from_env("PRESSOIR_AGENT_PASSWORD")?;
             let s = store.open().await?;
-            let apps: Vec<String> = pressoir_press::DEFAULT_APPS.iter().map(|a| a.to_string()).collect();
-            pressoir_press::admin_new_server(&s, &name, &agent_url, &password, &team, &bench, &apps).await?;
+            let apps: Vec<String> = pressoir_press::DEFAULT_APPS
+                .iter()
+                .map(|a| a.to_string())
+                .collect();
+            pressoir_press::admin_new_server(
+                &s, &name, &agent_url, &password, &team, &bench, &apps,
+            )
+            .await?;
             println!("server {name} registered at {agent_url}");
         }
-        PressCommand::Webhook { store, command } => crate::webhook::run(store.open().await?, command).await?,
-        PressCommand::Server { command: ServerCommand::List { store } } => {
+        PressCommand::Webhook { store, command } => {
+            crate::webhook::run(store.open().await?, command).await?
+        }
+        PressCommand::Server {
+            command: ServerCommand::List { store },
+        } => {
             let s = store.open().await?;
             for srv in s.servers().await? {
-                println!("{}\t{}\t{}\tteam={}", srv.name, srv.status, srv.agent_url, srv.team);
+                println!(
+                    "{}\t{}\t{}\tteam={}",
+                    srv.name, srv.status, srv.agent_url, srv.team
+                );
             }
         }
     }

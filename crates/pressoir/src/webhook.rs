@@ -53,15 +53,7 @@ pub enum WebhookCommand {
 }
 
 fn optional_env(var: &str) -> anyhow::Result<Option<String>> {
-    if let Ok(v) = std::env::var(var) {
-        return Ok(Some(v));
-    }
-    if let Ok(path) = std::env::var(format!("{var}_FILE")) {
-        let v = std::fs::read_to_string(&path)
-            .map_err(|e| anyhow::anyhow!("cannot read {var}_FILE '{path}': {e}"))?;
-        return Ok(Some(v.trim_end_matches(['\n', '\r']).to_string()));
-    }
-    Ok(None)
+    Ok(pressoir_core::secret::from_env(var)?.map(|(v, _)| v.expose().to_string()))
 }
 
 async fn find(store: &Store, name: &str) -> anyhow::Result<wstore::Webhook> {

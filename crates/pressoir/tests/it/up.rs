@@ -19,7 +19,14 @@ impl Drop for Up {
 
 fn up(data: &std::path::Path) -> Up {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pressoir"))
-        .args(["up", "--listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--agent-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(data)
         .env("PRESSOIR_ADMIN_PASSWORD", "admin")
         .env_remove("PRESSOIR_AGENT_PASSWORD")
@@ -39,7 +46,9 @@ fn up(data: &std::path::Path) -> Up {
     });
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("a ready line");
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("a ready line");
         if let Some(rest) = line.split("http://127.0.0.1:").nth(1)
             && line.contains("ready")
         {
@@ -62,7 +71,14 @@ fn curl(port: u16, args: &[&str]) -> String {
 fn wait_for(port: u16, cookies: &str, needle: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let body = curl(port, &["-b", cookies, "http://cloud.localhost:30080/api/method/press.api.site.get?name=mysite"]);
+        let body = curl(
+            port,
+            &[
+                "-b",
+                cookies,
+                "http://cloud.localhost:30080/api/method/press.api.site.get?name=mysite",
+            ],
+        );
         if body.contains(needle) {
             return body;
         }
@@ -83,30 +99,85 @@ fn the_reference_curl_lines_work_against_pressoir_up() {
     {
         let u = up(&dir);
         let p = u.port;
-        assert_eq!(curl(p, &["http://127.0.0.1:30080/api/method/ping"]), r#"{"message":"pong"}"#);
-        let body = curl(p, &[
-            "-c", jar, "-X", "POST", "http://cloud.localhost:30080/api/method/frappe.auth.get_logged_user",
-            "-H", "Content-Type: application/json", "-d", r#"{"usr": "Administrator", "pwd": "admin"}"#,
-        ]);
+        assert_eq!(
+            curl(p, &["http://127.0.0.1:30080/api/method/ping"]),
+            r#"{"message":"pong"}"#
+        );
+        let body = curl(
+            p,
+            &[
+                "-c",
+                jar,
+                "-X",
+                "POST",
+                "http://cloud.localhost:30080/api/method/frappe.auth.get_logged_user",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                r#"{"usr": "Administrator", "pwd": "admin"}"#,
+            ],
+        );
         assert!(body.contains(r#""message":"Administrator""#), "{body}");
-        let body = curl(p, &[
-            "-b", jar, "-X", "POST", "http://cloud.localhost:30080/api/method/press.api.site.new",
-            "-H", "Content-Type: application/json",
-            "-d", r#"{"site": {"name": "mysite", "apps": ["frappe", "erpnext"], "plan": "Starter"}}"#,
-        ]);
-        assert!(body.contains(r#""site":"mysite.cloud.localhost""#), "{body}");
+        let body = curl(
+            p,
+            &[
+                "-b",
+                jar,
+                "-X",
+                "POST",
+                "http://cloud.localhost:30080/api/method/press.api.site.new",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                r#"{"site": {"name": "mysite", "apps": ["frappe", "erpnext"], "plan": "Starter"}}"#,
+            ],
+        );
+        assert!(
+            body.contains(r#""site":"mysite.cloud.localhost""#),
+            "{body}"
+        );
         wait_for(p, jar, r#""status":"Active""#);
-        let body = curl(p, &["-b", jar, "http://cloud.localhost:30080/api/method/press.api.site.list"]);
+        let body = curl(
+            p,
+            &[
+                "-b",
+                jar,
+                "http://cloud.localhost:30080/api/method/press.api.site.list",
+            ],
+        );
         assert!(body.contains("mysite.cloud.localhost"), "{body}");
-        let body = curl(p, &["-b", jar, "http://cloud.localhost:30080/api/method/press.api.server.list"]);
-        assert!(body.contains(r#""name":"app-server-1""#) && body.contains(r#""status":"Active""#), "{body}");
-        let body = curl(p, &[
-            "-b", jar, "-X", "GET", "http://cloud.localhost:30080/api/method/press.api.server.status",
-            "-H", "Content-Type: application/json", "-d", r#"{"server": "app-server-1"}"#,
-        ]);
+        let body = curl(
+            p,
+            &[
+                "-b",
+                jar,
+                "http://cloud.localhost:30080/api/method/press.api.server.list",
+            ],
+        );
+        assert!(
+            body.contains(r#""name":"app-server-1""#) && body.contains(r#""status":"Active""#),
+            "{body}"
+        );
+        let body = curl(
+            p,
+            &[
+                "-b",
+                jar,
+                "-X",
+                "GET",
+                "http://cloud.localhost:30080/api/method/press.api.server.status",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                r#"{"server": "app-server-1"}"#,
+            ],
+        );
         assert!(body.contains(r#""reachable":true"#), "{body}");
         // Without credentials: 401 in Frappe's body.
-        let body = curl(p, &["http://cloud.localhost:30080/api/method/press.api.site.list"]);
+        let body = curl(
+            p,
+            &["http://cloud.localhost:30080/api/method/press.api.site.list"],
+        );
         assert!(body.contains("AuthenticationError"), "{body}");
     }
     // A restart on the same data dir keeps everything; the generated agent password was stored.
@@ -115,15 +186,35 @@ fn the_reference_curl_lines_work_against_pressoir_up() {
     {
         let u = up(&dir);
         let p = u.port;
-        curl(p, &[
-            "-c", jar, "-X", "POST", "http://cloud.localhost:30080/api/method/login",
-            "-d", "usr=Administrator", "-d", "pwd=admin",
-        ]);
+        curl(
+            p,
+            &[
+                "-c",
+                jar,
+                "-X",
+                "POST",
+                "http://cloud.localhost:30080/api/method/login",
+                "-d",
+                "usr=Administrator",
+                "-d",
+                "pwd=admin",
+            ],
+        );
         wait_for(p, jar, r#""status":"Active""#);
-        let body = curl(p, &[
-            "-b", jar, "-X", "POST", "http://cloud.localhost:30080/api/method/press.api.site.archive",
-            "-H", "Content-Type: application/json", "-d", r#"{"name": "mysite.cloud.localhost"}"#,
-        ]);
+        let body = curl(
+            p,
+            &[
+                "-b",
+                jar,
+                "-X",
+                "POST",
+                "http://cloud.localhost:30080/api/method/press.api.site.archive",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                r#"{"name": "mysite.cloud.localhost"}"#,
+            ],
+        );
         assert!(body.contains("job"), "{body}");
         wait_for(p, jar, r#""status":"Archived""#);
     }
@@ -131,7 +222,10 @@ fn the_reference_curl_lines_work_against_pressoir_up() {
 }
 
 fn tempfile_dir() -> std::path::PathBuf {
-    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     let d = std::env::temp_dir().join(format!("pressoir-up-test-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
