@@ -2,11 +2,12 @@
 //! answer JSON. Authentication is one SHA-256 and a constant-time compare per request.
 
 use crate::error::{ApiError, ErrorCode};
-use crate::job::{FieldError, JobSpec, JobStatus};
+use crate::job::{FieldError, JobSpec, JobStatus, SiteRef};
+use crate::names::{BenchName, SiteName};
 use crate::store::{NewJob, Summary};
 use crate::worker::Engine;
 use axum::Router;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -47,6 +48,7 @@ pub fn router(engine: Arc<Engine>, token: TokenHash) -> Router {
         .route("/agent/jobs", get(list_jobs).post(submit_batch))
         .route("/agent/job/{id}", get(get_job))
         .route("/jobs/{ids}", get(get_jobs_compat))
+        .route("/agent/benches/{bench}/sites/{site}/usage", get(site_usage))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
@@ -277,6 +279,40 @@ async fn get_jobs_compat(
     Ok(json(
         StatusCode::OK,
         Value::Array(jobs.iter().map(|j| j.to_json()).collect()),
+    ))
+}
+
+/// `GET /agent/benches/{bench}/sites/{site}/usage`: `{"database_bytes", "files_bytes"}` as
+/// the driver measures them now.
+async fn site_usage(
+    State(st): State<Arc<ApiState>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path((bench, site)) =
+        path.map_err(|_| ApiError::new(ErrorCode::InvalidRequest, "the path is malformed"))?;
+    let bench = BenchName::parse(&bench).map_err(|m| ApiError::field("bench", m))?;
+    let name = SiteName::parse(&site).map_err(|m| ApiError::field("site", m))?;
+    if st.engine.benches.apps(&bench).is_none() {
+        return Err(ApiError::not_found(format!(
+            "bench '{bench}' does not exist"
+        )));
+    }
+    let site = SiteRef { bench, name };
+    let usage = st
+        .engine
+        .driver
+        .usage(&site)
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "site '{}' does not exist on bench '{}'",
+                site.name, site.bench
+            ))
+        })?;
+    Ok(json(
+        StatusCode::OK,
+        json!({"database_bytes": usage.database_bytes, "files_bytes": usage.files_bytes}),
     ))
 }
 

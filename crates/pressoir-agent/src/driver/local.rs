@@ -3,7 +3,7 @@
 //! `site_config.json` and its database, an SQLite file in `sites/<name>/db/` holding the
 //! site's installed apps, users, password hashes and settings (Frappe's own table names).
 
-use super::{Driver, StepContext, StepDone, StepFailed, StepResult};
+use super::{Driver, StepContext, StepDone, StepFailed, StepResult, Usage};
 use crate::config::Benches;
 use crate::error::Error;
 use crate::job::{JobSpec, NewSite, SiteApp, SiteRef, StepKind, UpdateConfig};
@@ -631,6 +631,12 @@ impl Driver for LocalDriver {
         step != StepKind::ArchiveSite
     }
 
+    fn usage<'a>(&'a self, site: &'a SiteRef) -> BoxFuture<'a, Result<Option<Usage>, String>> {
+        let dir = self.site_dir(site);
+        let site = site.clone();
+        Box::pin(blocking(move || measure_site(&dir, &site)))
+    }
+
     fn run<'a>(
         &'a self,
         job: &'a JobSpec,
@@ -654,6 +660,59 @@ impl Driver for LocalDriver {
             result
         })
     }
+}
+
+/// Sizes a site folder: `db/<db_name>.db` and its `-wal`/`-shm` are the database, every
+/// other file below the folder (symlinks not followed, nor counted) is the site's files.
+fn measure_site(dir: &Path, site: &SiteRef) -> Result<Option<Usage>, String> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot stat the site folder: {e}")),
+    }
+    let config = match read_config(dir, site) {
+        Ok(c) => c,
+        // Not a site (or archived meanwhile): nothing to measure.
+        Err(_) if !dir.join("site_config.json").is_file() => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let db_files: Vec<PathBuf> = match config.get("db_name").and_then(Value::as_str) {
+        Some(db) => ["", "-wal", "-shm"]
+            .iter()
+            .map(|suffix| dir.join("db").join(format!("{db}.db{suffix}")))
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut usage = Usage::default();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        let entries = match std::fs::read_dir(&d) {
+            Ok(e) => e,
+            // Removed while we walked (a temp file, a job's work): it takes nothing now.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(format!("cannot list {}: {e}", d.display())),
+        };
+        for entry in entries {
+            let entry = entry.map_err(io_err("cannot list the site folder"))?;
+            let path = entry.path();
+            let meta = match std::fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(format!("cannot stat {}: {e}", path.display())),
+            };
+            if meta.is_dir() {
+                pending.push(path);
+            } else if meta.is_file() {
+                if db_files.contains(&path) {
+                    usage.database_bytes += meta.len();
+                } else {
+                    usage.files_bytes += meta.len();
+                }
+            }
+        }
+    }
+    Ok(Some(usage))
 }
 
 impl LocalDriver {

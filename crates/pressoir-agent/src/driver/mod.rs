@@ -7,7 +7,7 @@
 
 pub mod local;
 
-use crate::job::{JobSpec, StepKind};
+use crate::job::{JobSpec, SiteRef, StepKind};
 use futures::future::BoxFuture;
 use serde_json::Value;
 
@@ -45,6 +45,15 @@ impl StepFailed {
 
 pub type StepResult = Result<StepDone, StepFailed>;
 
+/// What a site takes on disk, as measured by its driver (Press bills storage from it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// The site's database: its file(s), journals included.
+    pub database_bytes: u64,
+    /// Everything else the site keeps (files, config, logs).
+    pub files_bytes: u64,
+}
+
 pub trait Driver: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
@@ -59,4 +68,8 @@ pub trait Driver: Send + Sync + 'static {
         step: StepKind,
         ctx: StepContext,
     ) -> BoxFuture<'a, StepResult>;
+
+    /// Measures what `site` takes on disk; `Ok(None)` when the site does not exist. The
+    /// error is logged, never shown to callers.
+    fn usage<'a>(&'a self, site: &'a SiteRef) -> BoxFuture<'a, Result<Option<Usage>, String>>;
 }

@@ -401,6 +401,12 @@ impl pressoir_agent::Driver for Panicky {
     fn resumable(&self, _: pressoir_agent::job::StepKind) -> bool {
         true
     }
+    fn usage<'a>(
+        &'a self,
+        _: &'a pressoir_agent::job::SiteRef,
+    ) -> futures::future::BoxFuture<'a, Result<Option<pressoir_agent::driver::Usage>, String>> {
+        Box::pin(async { Ok(None) })
+    }
     fn run<'a>(
         &'a self,
         _: &'a pressoir_agent::job::JobSpec,

@@ -7,3 +7,4 @@ mod jobs;
 mod push;
 mod restart;
 mod secrets;
+mod usage;
