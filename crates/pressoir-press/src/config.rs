@@ -74,6 +74,12 @@ pub struct Config {
     /// Plans' backup policies, run by the backup scheduler every `backup_tick` (issue 4).
     pub backup_policies: Vec<crate::backup_policy::BackupPolicy>,
     pub backup_tick: Duration,
+    /// How often each server's agent reachability is checked (a ping, skipped when the
+    /// dispatcher or poller heard from the agent more recently); failures closer together
+    /// than this count once, so a server turns Broken only after a sustained outage.
+    pub health_interval: Duration,
+    /// Consecutive failed checks that turn an Active server Broken (an answer turns it back).
+    pub health_failures: u32,
 }
 
 impl Config {
@@ -95,6 +101,8 @@ impl Config {
             archive_backup: false,
             backup_policies: Vec::new(),
             backup_tick: Duration::from_secs(60),
+            health_interval: Duration::from_secs(5),
+            health_failures: 3,
         }
     }
 }

@@ -2,10 +2,16 @@
 //! agent in batches (idempotent by Press's job name), and the poller reads unfinished jobs
 //! back in batches to catch any push the agent could not make. Both share one pacer per
 //! server, so Press stays within the agent's rate limit by coalescing instead of failing.
+//! A third task keeps each server's status from its agent's reachability: every answer or
+//! failure of a delivery, poll or ping is an observation; an Active server whose agent fails
+//! `health_failures` checks in a row (at most one counted per `health_interval`) turns Broken,
+//! and the first answer turns it Active again, each change with its `server.status_changed`
+//! event. The ping is paced by the same per-server budget and skipped when the agent was
+//! heard from recently.
 
 use crate::agent::{AgentClient, AgentError, Submission, parse_job};
 use crate::auth::random_token;
-use crate::domain::{job_status, job_type};
+use crate::domain::{self, job_status, job_type};
 use crate::error::Result;
 use crate::store::{Job, JobUpdate, Server, Store};
 use pressoir_core::clock::now_ms;
@@ -34,10 +40,28 @@ pub struct Dispatcher {
     /// so a short job is seen done within milliseconds even without a push.
     fast_poll: bool,
     poll_soon: Notify,
+    health: Mutex<HashMap<String, Health>>,
+    health_interval: Duration,
+    health_failures: u32,
+}
+
+/// What this Press last heard from one server's agent.
+struct Health {
+    failures: u32,
+    last_counted: Option<Instant>,
+    last_seen: Instant,
 }
 
 impl Dispatcher {
-    pub fn new(store: Store, client: AgentClient, agent_rate: RateSpec, poll_interval: Duration) -> Arc<Self> {
+    /// `health` is how often a server's reachability is checked, and how many consecutive
+    /// failed checks turn it Broken.
+    pub fn new(
+        store: Store,
+        client: AgentClient,
+        agent_rate: RateSpec,
+        poll_interval: Duration,
+        health: (Duration, u32),
+    ) -> Arc<Self> {
         Arc::new(Dispatcher {
             store,
             client,
@@ -47,6 +71,9 @@ impl Dispatcher {
             poll_interval,
             fast_poll: agent_rate.is_off(),
             poll_soon: Notify::new(),
+            health: Mutex::new(HashMap::new()),
+            health_interval: health.0.max(Duration::from_millis(10)),
+            health_failures: health.1.max(1),
         })
     }
 
@@ -59,14 +86,17 @@ impl Dispatcher {
         &self.client
     }
 
-    /// Starts the dispatcher and the poller; both stop when `shutdown` fires.
+    /// Starts the dispatcher, the poller and the health check; all stop when `shutdown` fires.
     pub fn spawn(self: &Arc<Self>, shutdown: Shutdown) -> Vec<tokio::task::JoinHandle<()>> {
         let d = self.clone();
         let s = shutdown.clone();
         let a = tokio::spawn(async move { d.dispatch_loop(s).await });
         let d = self.clone();
-        let b = tokio::spawn(async move { d.poll_loop(shutdown).await });
-        vec![a, b]
+        let s = shutdown.clone();
+        let b = tokio::spawn(async move { d.poll_loop(s).await });
+        let d = self.clone();
+        let c = tokio::spawn(async move { d.health_loop(shutdown).await });
+        vec![a, b, c]
     }
 
     fn is_paused(&self, server: &str) -> bool {
@@ -143,7 +173,9 @@ impl Dispatcher {
 
     async fn deliver_batch(&self, server: &Server, due: &[Job]) -> Result<()> {
         let subs: Vec<Submission> = due.iter().map(submission).collect();
-        match self.client.submit(&server.agent_url, &server.agent_password, &subs).await {
+        let r = self.client.submit(&server.agent_url, &server.agent_password, &subs).await;
+        self.observe(server, !matches!(r, Err(AgentError::Unavailable(_)))).await;
+        match r {
             Ok(ids) => {
                 let delivered: Vec<(String, String)> = due.iter().map(|j| j.name.clone()).zip(ids).collect();
                 self.store.mark_delivered_many(&delivered).await?;
@@ -260,7 +292,9 @@ impl Dispatcher {
         let by_id: HashMap<String, String> =
             active.iter().filter_map(|j| Some((j.agent_id.clone()?, j.name.clone()))).collect();
         let ids: Vec<String> = by_id.keys().cloned().collect();
-        match self.client.jobs(&server.agent_url, &server.agent_password, &ids).await {
+        let r = self.client.jobs(&server.agent_url, &server.agent_password, &ids).await;
+        self.observe(server, !matches!(r, Err(AgentError::Unavailable(_)))).await;
+        match r {
             Ok(list) => {
                 // A job the agent answers without is one it never stored or lost (its store
                 // was reset): deliver it again; the agent deduplicates by our job name.
@@ -287,6 +321,77 @@ impl Dispatcher {
             }
         }
         Ok((true, changed, polled))
+    }
+
+    /// Records one reachability observation of `server`'s agent and moves the server's status
+    /// when the rule says so. A store error is logged: the next observation tries again.
+    async fn observe(&self, server: &Server, reachable: bool) {
+        let failures = {
+            let mut m = self.health.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let h = m.entry(server.name.clone()).or_insert(Health { failures: 0, last_counted: None, last_seen: now });
+            h.last_seen = now;
+            if reachable {
+                h.failures = 0;
+                h.last_counted = None;
+            } else if h.last_counted.is_none_or(|t| now.duration_since(t) >= self.health_interval * 3 / 4) {
+                // Failures in a quick burst (a batch and its retry) are one outage, not three.
+                h.failures = h.failures.saturating_add(1);
+                h.last_counted = Some(now);
+            }
+            h.failures
+        };
+        let Some(new) = domain::server_status_after_check(&server.status, reachable, failures, self.health_failures) else {
+            return;
+        };
+        match self.store.set_server_status(&server.name, &server.status, new).await {
+            Ok(true) => tracing::warn!(server = %server.name, old = %server.status, new, failures, "server status changed"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(server = %server.name, error = %e, "could not record the server's status"),
+        }
+    }
+
+    fn heard_recently(&self, server: &str) -> bool {
+        let m = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(server).is_some_and(|h| h.last_seen.elapsed() < self.health_interval / 2)
+    }
+
+    async fn health_loop(self: Arc<Self>, shutdown: Shutdown) {
+        let stop = shutdown.wait();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = tokio::time::sleep(self.health_interval) => {}
+            }
+            if let Err(e) = self.check_health_once().await {
+                tracing::warn!(error = %e, "health check pass failed");
+            }
+        }
+    }
+
+    /// Pings every Active or Broken server not heard from lately, in parallel.
+    pub async fn check_health_once(&self) -> Result<()> {
+        let servers = self.store.servers().await?;
+        let work = servers
+            .iter()
+            .filter(|s| s.status == "Active" || s.status == "Broken")
+            .filter(|s| !self.heard_recently(&s.name))
+            .map(|s| self.check_health(s));
+        futures::future::join_all(work).await;
+        Ok(())
+    }
+
+    async fn check_health(&self, server: &Server) {
+        if !self.take_budget(&server.name) {
+            return;
+        }
+        let limit = self.health_interval.max(Duration::from_secs(3));
+        let reachable = match tokio::time::timeout(limit, self.client.ping(&server.agent_url, &server.agent_password)).await {
+            Ok(Ok(_)) | Ok(Err(AgentError::Limited(_))) | Ok(Err(AgentError::Rejected { .. })) => true,
+            Ok(Err(AgentError::Unavailable(_))) | Err(_) => false,
+        };
+        self.observe(server, reachable).await;
     }
 
     /// Applies job JSON from an agent (push or poll); returns how many changed something.

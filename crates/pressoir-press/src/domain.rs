@@ -177,12 +177,36 @@ pub fn apps_after(job_type: &str, apps: &[String], app: &str) -> Option<Vec<Stri
     }
 }
 
+/// A server's status after a reachability check of its agent: Active turns Broken once
+/// `failures` consecutive failed checks reach `threshold`, Broken turns Active again on the
+/// first answer. Pending, Installing and Archived servers are not the health check's to change.
+pub fn server_status_after_check(status: &str, reachable: bool, failures: u32, threshold: u32) -> Option<&'static str> {
+    match (status, reachable) {
+        ("Active", false) if failures >= threshold.max(1) => Some("Broken"),
+        ("Broken", true) => Some("Active"),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn server_health_moves_only_active_and_broken() {
+        assert_eq!(server_status_after_check("Active", false, 2, 3), None);
+        assert_eq!(server_status_after_check("Active", false, 3, 3), Some("Broken"));
+        assert_eq!(server_status_after_check("Active", true, 0, 3), None);
+        assert_eq!(server_status_after_check("Broken", true, 0, 3), Some("Active"));
+        assert_eq!(server_status_after_check("Broken", false, 9, 3), None);
+        for other in ["Pending", "Installing", "Archived"] {
+            assert_eq!(server_status_after_check(other, false, 99, 3), None);
+            assert_eq!(server_status_after_check(other, true, 0, 3), None);
+        }
     }
 
     #[test]

@@ -124,6 +124,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Press> {
         agent::AgentClient::new(),
         config.agent_rate_limit,
         config.poll_interval,
+        (config.health_interval, config.health_failures),
     );
     let mut tasks = dispatcher.spawn(shutdown.clone());
     tasks.push(webhooks::deliver::spawn(store.clone(), config.webhooks.clone(), shutdown.clone()).1);

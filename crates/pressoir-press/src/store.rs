@@ -444,6 +444,30 @@ impl Store {
             .await?)
     }
 
+    /// Moves a server from `old` to `new` and records its `server.status_changed` event, in
+    /// one transaction; the UPDATE is conditional on `old`, so of two replicas only one moves
+    /// it (and fires). Whether this call moved it.
+    pub async fn set_server_status(&self, name: &str, old: &str, new: &str) -> Result<bool> {
+        let mut tx = self.db.pool.begin().await?;
+        let r = sqlx::query("UPDATE servers SET status = $1 WHERE name = $2 AND status = $3")
+            .bind(new)
+            .bind(name)
+            .bind(old)
+            .execute(&mut *tx)
+            .await?;
+        if r.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let server = sqlx::query_as::<Any, Server>(&format!("SELECT {SERVER_COLS} FROM servers WHERE name = $1"))
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+        crate::webhooks::store::server_status_changed(&mut tx, &server, old, new).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     pub async fn put_bench(&self, server: &str, name: &str, apps: &[String]) -> Result<()> {
         let apps = serde_json::to_string(apps).unwrap_or_else(|_| "[]".into());
         let r = sqlx::query("UPDATE benches SET apps = $1 WHERE server = $2 AND name = $3")

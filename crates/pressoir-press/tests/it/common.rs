@@ -42,6 +42,8 @@ pub struct Opts {
     /// The agent's offsite storage (backups).
     pub agent_storage: Option<pressoir_agent::StorageConfig>,
     pub backup_policies: Vec<pressoir_press::backup_policy::BackupPolicy>,
+    /// Press's health check: interval and failed checks before Broken (default: Config's).
+    pub health: Option<(Duration, u32)>,
 }
 
 impl Default for Opts {
@@ -57,6 +59,7 @@ impl Default for Opts {
             webhooks: None,
             agent_storage: None,
             backup_policies: Vec::new(),
+            health: None,
         }
     }
 }
@@ -136,6 +139,10 @@ impl Cloud {
         cfg.archive_backup = self.opts.agent_storage.is_some();
         cfg.backup_policies = self.opts.backup_policies.clone();
         cfg.backup_tick = Duration::from_millis(50);
+        if let Some((interval, failures)) = self.opts.health {
+            cfg.health_interval = interval;
+            cfg.health_failures = failures;
+        }
         if let Some(w) = &self.opts.webhooks {
             cfg.webhooks = w.clone();
         }

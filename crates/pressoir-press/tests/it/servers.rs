@@ -76,3 +76,77 @@ async fn servers_list_status_and_new() {
         cloud.shutdown().await;
     }
 }
+
+/// A server whose agent stops answering turns Broken after a few failed checks, and Active
+/// again once it answers, each change sent as `server.status_changed` to a real receiver.
+#[tokio::test]
+async fn unreachable_agents_turn_servers_broken_and_back() {
+    use crate::webhooks::{Receiver, fast};
+    use std::time::{Duration, Instant};
+    for b in backends() {
+        let opts = Opts { webhooks: Some(fast(true)), health: Some((Duration::from_millis(60), 3)), ..Opts::default() };
+        let mut cloud = Cloud::start(&b, opts).await;
+        let admin = cloud.admin().await;
+        let rx = Receiver::start().await;
+        let (s, body) = admin.post("press.api.webhook.add", json!({"events": ["server.status_changed"], "url": rx.url})).await;
+        assert_eq!(s, 200, "{body}");
+        let status_of = |name: &'static str| {
+            let admin = admin.clone();
+            async move {
+                let (_, body) = admin.get_json("press.api.server.status", json!({"server": name})).await;
+                body["message"]["status"].as_str().unwrap_or("").to_string()
+            }
+        };
+        let listed = |name: &'static str| {
+            let admin = admin.clone();
+            async move {
+                let (_, body) = admin.get("press.api.server.list", &[]).await;
+                let row = body["message"].as_array().unwrap().iter().find(|s| s["name"] == name).cloned();
+                row.map(|r| r["status"].as_str().unwrap_or("").to_string()).unwrap_or_default()
+            }
+        };
+        let change = |ev: &[serde_json::Value], name: &str, old: &str, new: &str| {
+            ev.iter().any(|e| {
+                e["event"] == "server.status_changed"
+                    && e["data"]["name"] == name
+                    && e["data"]["old_status"] == old
+                    && e["data"]["new_status"] == new
+            })
+        };
+
+        // Healthy for a while: no event.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(status_of("app-server-1").await, "Active");
+        assert!(rx.events().is_empty(), "{:#?}", rx.events());
+
+        let t = Instant::now();
+        cloud.stop_agent().await;
+        rx.wait("app-server-1 Active -> Broken", 20, |ev| change(ev, "app-server-1", "Active", "Broken")).await;
+        // Sustained: three checks at least one interval apart.
+        assert!(t.elapsed() >= Duration::from_millis(100), "{:?}", t.elapsed());
+        assert_eq!(status_of("app-server-1").await, "Broken");
+        assert_eq!(listed("app-server-1").await, "Broken");
+
+        cloud.start_agent(None).await;
+        let ev = rx.wait("app-server-1 Broken -> Active", 20, |ev| change(ev, "app-server-1", "Broken", "Active")).await;
+        assert_eq!(status_of("app-server-1").await, "Active");
+        assert_eq!(listed("app-server-1").await, "Active");
+        let mine: Vec<_> = ev.iter().filter(|e| e["data"]["name"] == "app-server-1").collect();
+        assert_eq!(mine.len(), 2, "one event per change: {mine:#?}");
+        assert!(!serde_json::to_string(&ev).unwrap().contains(AGENT_PW), "no secret in events");
+
+        // A new server pointed at a closed port turns Broken too.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let (s, body) = admin
+            .post("press.api.server.new", json!({"name": "app-server-9", "agent_url": format!("http://127.0.0.1:{port}"), "agent_password": "nine"}))
+            .await;
+        assert_eq!(s, 200, "{body}");
+        rx.wait("app-server-9 Active -> Broken", 20, |ev| change(ev, "app-server-9", "Active", "Broken")).await;
+        assert_eq!(listed("app-server-9").await, "Broken");
+        assert_eq!(status_of("app-server-1").await, "Active");
+        cloud.shutdown().await;
+    }
+}
