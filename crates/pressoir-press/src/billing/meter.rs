@@ -1,10 +1,10 @@
 //! Measuring a site's usage. Press never makes a figure up: a site nobody measured sends no
 //! usage event.
 //!
-//! The agent does not expose a usage measure yet. [`AgentMeter`] asks it at
-//! `GET /agent/benches/{bench}/sites/{site}/usage` (Bearer = the agent password) for
-//! `{"database_bytes": <int>, "files_bytes": <int>}` and treats 404 (the agent predating that
-//! endpoint, or an unknown site) as "not measured".
+//! [`AgentMeter`] asks the site's agent at `GET /agent/benches/{bench}/sites/{site}/usage`
+//! (Bearer = the agent password) for `{"database_bytes": <int>, "files_bytes": <int>}`, which
+//! the agent's driver measures from the site's database and files, and treats 404 (an agent
+//! predating that endpoint, or an unknown site) as "not measured".
 
 use crate::store::{Server, Site};
 use std::future::Future;

@@ -292,13 +292,13 @@ async fn sites_are_subscriptions_and_usage_is_counted_once() {
             .await;
         assert_eq!(st, 404, "{b}");
 
-        // The real agent does not measure usage yet: nothing is made up.
+        // The real agent measures the site: one storage event for the next period.
         let agent_meter = Meter(Arc::new(pressoir_press::billing::AgentMeter::default()));
         assert_eq!(
             worker::sample_usage(&press.store, &agent_meter, every, now + 7200)
                 .await
                 .unwrap(),
-            0
+            1
         );
 
         let (st, inv) = admin.get("press.api.billing.invoices", &[]).await;
