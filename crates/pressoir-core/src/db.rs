@@ -63,7 +63,11 @@ pub fn service_url(url: &str, service: &str) -> String {
         Some((s, e)) if !e.contains('/') => (s, format!(".{e}")),
         _ => (path, String::new()),
     };
-    let q = if query.is_empty() { String::new() } else { format!("?{query}") };
+    let q = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
     format!("{stem}-{service}{ext}{q}")
 }
 
@@ -113,7 +117,10 @@ impl Db {
                 let setup = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
                 let path = format!("SET search_path TO \"{schema}\"");
                 {
-                    let pool = AnyPoolOptions::new().max_connections(1).connect(url).await?;
+                    let pool = AnyPoolOptions::new()
+                        .max_connections(1)
+                        .connect(url)
+                        .await?;
                     pool.execute(setup.as_str()).await?;
                     pool.close().await;
                 }
@@ -151,7 +158,9 @@ pub fn is_unique_violation(e: &sqlx::Error) -> bool {
 
 /// The PostgreSQL URL for tests, from `PRESSOIR_TEST_POSTGRES_URL`, if set.
 pub fn test_postgres_url() -> Option<String> {
-    std::env::var("PRESSOIR_TEST_POSTGRES_URL").ok().filter(|s| !s.is_empty())
+    std::env::var("PRESSOIR_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|s| !s.is_empty())
 }
 
 #[cfg(test)]
@@ -164,7 +173,10 @@ mod tests {
             service_url("sqlite:///d/pressoir.sqlite?mode=rwc", "press"),
             "sqlite:///d/pressoir-press.sqlite?mode=rwc"
         );
-        assert_eq!(service_url("postgres://u@h/db", "press"), "postgres://u@h/db");
+        assert_eq!(
+            service_url("postgres://u@h/db", "press"),
+            "postgres://u@h/db"
+        );
     }
 
     #[test]

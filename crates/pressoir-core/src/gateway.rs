@@ -45,10 +45,18 @@ impl Gateway {
     /// The router a request with this host and path goes to.
     pub fn pick(&self, host: &str, path: &str) -> &Router {
         let host = host.to_ascii_lowercase();
-        if let Some((_, r)) = self.hosts.iter().find(|(p, _)| host.starts_with(p.as_str())) {
+        if let Some((_, r)) = self
+            .hosts
+            .iter()
+            .find(|(p, _)| host.starts_with(p.as_str()))
+        {
             return r;
         }
-        if let Some((_, r)) = self.paths.iter().find(|(p, _)| path.starts_with(p.as_str())) {
+        if let Some((_, r)) = self
+            .paths
+            .iter()
+            .find(|(p, _)| path.starts_with(p.as_str()))
+        {
             return r;
         }
         &self.default
@@ -69,7 +77,13 @@ fn host_of(req: &Request) -> &str {
         .unwrap_or("");
     // Drop the port; keep IPv6 literals whole.
     match h.rsplit_once(':') {
-        Some((name, port)) if !name.ends_with(']') && port.chars().all(|c| c.is_ascii_digit()) && !name.contains(':') => name,
+        Some((name, port))
+            if !name.ends_with(']')
+                && port.chars().all(|c| c.is_ascii_digit())
+                && !name.contains(':') =>
+        {
+            name
+        }
         _ => h,
     }
 }
@@ -90,13 +104,28 @@ mod tests {
 
     #[tokio::test]
     async fn routes_by_host_then_path_then_default() {
-        let gw = Gateway::new(named("press")).host("auth.", named("identity")).path("/realms/", named("identity-path"));
-        assert!(std::ptr::eq(gw.pick("auth.localhost", "/x"), &gw.hosts[0].1));
-        assert!(std::ptr::eq(gw.pick("cloud.localhost", "/realms/x"), &gw.paths[0].1));
-        assert!(std::ptr::eq(gw.pick("cloud.localhost", "/api/method/ping"), &gw.default));
+        let gw = Gateway::new(named("press"))
+            .host("auth.", named("identity"))
+            .path("/realms/", named("identity-path"));
+        assert!(std::ptr::eq(
+            gw.pick("auth.localhost", "/x"),
+            &gw.hosts[0].1
+        ));
+        assert!(std::ptr::eq(
+            gw.pick("cloud.localhost", "/realms/x"),
+            &gw.paths[0].1
+        ));
+        assert!(std::ptr::eq(
+            gw.pick("cloud.localhost", "/api/method/ping"),
+            &gw.default
+        ));
         assert!(std::ptr::eq(gw.pick("unknown.example", "/"), &gw.default));
         let app = gw.into_router();
-        let req = Request::builder().uri("/x").header("host", "auth.localhost:30080").body(axum::body::Body::empty()).unwrap();
+        let req = Request::builder()
+            .uri("/x")
+            .header("host", "auth.localhost:30080")
+            .body(axum::body::Body::empty())
+            .unwrap();
         let resp = app.oneshot(req).await.unwrap();
         let body = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
         assert_eq!(&body[..], b"identity");

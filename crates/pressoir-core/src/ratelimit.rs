@@ -208,7 +208,12 @@ struct LayerState {
 }
 
 /// Wraps `router` in the limit. Requests over it never reach the router.
-pub fn apply<S>(router: Router<S>, limiter: Arc<RateLimiter>, key: KeyFn, respond: Responder) -> Router<S>
+pub fn apply<S>(
+    router: Router<S>,
+    limiter: Arc<RateLimiter>,
+    key: KeyFn,
+    respond: Responder,
+) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
@@ -261,7 +266,10 @@ pub fn write_headers(h: &mut http::HeaderMap, decision: Decision) {
             h.insert(http::header::RETRY_AFTER, num(retry_after_secs));
             h.insert("x-ratelimit-limit", num(limit.into()));
             h.insert("x-ratelimit-remaining", num(0));
-            h.insert("x-ratelimit-reset", num(reset_secs.min(retry_after_secs.max(1))));
+            h.insert(
+                "x-ratelimit-reset",
+                num(reset_secs.min(retry_after_secs.max(1))),
+            );
         }
     }
 }
@@ -292,7 +300,9 @@ mod tests {
                 d => panic!("{d:?}"),
             }
         }
-        assert!(matches!(l.check("k"), Decision::Limited { retry_after_secs, .. } if retry_after_secs >= 1));
+        assert!(
+            matches!(l.check("k"), Decision::Limited { retry_after_secs, .. } if retry_after_secs >= 1)
+        );
         assert!(matches!(l.check("other"), Decision::Allowed { .. }));
     }
 }

@@ -329,9 +329,10 @@ fn main() {
         let work = dir.path().join(format!("work-{}", t.name));
         std::fs::create_dir_all(&work).unwrap();
         if let Some(py) = &python
-            && let Some(f) = boto3_figures(py, &t.url, "backups", &work, seconds, mib) {
-                rows.push((t.name.clone(), "boto3, 1 thread", f));
-            }
+            && let Some(f) = boto3_figures(py, &t.url, "backups", &work, seconds, mib)
+        {
+            rows.push((t.name.clone(), "boto3, 1 thread", f));
+        }
         let f = rt.block_on(rust_figures(&t.url, "backups", seconds, mib));
         rows.push((t.name.clone(), "Rust object_store, 16 conns", f));
     }

@@ -17,7 +17,10 @@ const ADMIN_PW: &str = "bench-admin-password";
 const AGENT_PW: &str = "bench-agent-password-0123456789";
 
 fn secs() -> Duration {
-    let s = std::env::var("PRESS_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
+    let s = std::env::var("PRESS_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5.0);
     Duration::from_secs_f64(s)
 }
 
@@ -45,7 +48,9 @@ impl Press {
     }
 
     async fn status(&self, site: &str) -> String {
-        let v = self.call("press.api.site.get", json!({ "name": site })).await;
+        let v = self
+            .call("press.api.site.get", json!({ "name": site }))
+            .await;
         v["message"]["status"].as_str().unwrap_or("").to_string()
     }
 }
@@ -54,7 +59,12 @@ async fn start(dir: &std::path::Path, database_url: String, schema: &str) -> Pre
     start_with(dir, database_url, schema, RateSpec::off()).await
 }
 
-async fn start_with(dir: &std::path::Path, database_url: String, schema: &str, agent_rate: RateSpec) -> Press {
+async fn start_with(
+    dir: &std::path::Path,
+    database_url: String,
+    schema: &str,
+    agent_rate: RateSpec,
+) -> Press {
     let shutdown = Shutdown::new();
     let agent_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let press_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -65,7 +75,11 @@ async fn start_with(dir: &std::path::Path, database_url: String, schema: &str, a
     agent.rate_limit = agent_rate;
     agent.press_url = Some(format!("http://{addr}"));
     let sd = shutdown.clone();
-    tokio::spawn(async move { pressoir_agent::run(agent, agent_l, sd).await.expect("agent runs") });
+    tokio::spawn(async move {
+        pressoir_agent::run(agent, agent_l, sd)
+            .await
+            .expect("agent runs")
+    });
 
     let mut cfg = pressoir_press::Config::new(database_url, Secret::new(ADMIN_PW));
     cfg.db_schema = schema.to_string();
@@ -78,12 +92,19 @@ async fn start_with(dir: &std::path::Path, database_url: String, schema: &str, a
         Secret::new(AGENT_PW),
     )];
     let sd = shutdown.clone();
-    tokio::spawn(async move { pressoir_press::run(cfg, press_l, sd).await.expect("press runs") });
+    tokio::spawn(async move {
+        pressoir_press::run(cfg, press_l, sd)
+            .await
+            .expect("press runs")
+    });
 
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(r) = http.get(format!("http://{addr}/api/method/ping")).send().await
+        if let Ok(r) = http
+            .get(format!("http://{addr}/api/method/ping"))
+            .send()
+            .await
             && r.status().is_success()
         {
             break;
@@ -103,7 +124,9 @@ async fn start_with(dir: &std::path::Path, database_url: String, schema: &str, a
     assert_eq!(login["message"], "Logged In");
     // An API key for the Administrator (a fresh login gives the session that creates it).
     let resp = http
-        .post(format!("http://{addr}/api/method/frappe.auth.get_logged_user"))
+        .post(format!(
+            "http://{addr}/api/method/frappe.auth.get_logged_user"
+        ))
         .json(&json!({"usr": "Administrator", "pwd": ADMIN_PW}))
         .send()
         .await
@@ -111,7 +134,9 @@ async fn start_with(dir: &std::path::Path, database_url: String, schema: &str, a
     let sid: Value = resp.json().await.unwrap();
     let sid = sid["sid"].as_str().unwrap().to_string();
     let keys: Value = http
-        .post(format!("http://{addr}/api/method/press.api.account.create_api_secret"))
+        .post(format!(
+            "http://{addr}/api/method/press.api.account.create_api_secret"
+        ))
         .header("Cookie", format!("sid={sid}"))
         .send()
         .await
@@ -124,7 +149,12 @@ async fn start_with(dir: &std::path::Path, database_url: String, schema: &str, a
         keys["message"]["api_key"].as_str().unwrap(),
         keys["message"]["api_secret"].as_str().unwrap()
     );
-    Press { addr, http, token, shutdown }
+    Press {
+        addr,
+        http,
+        token,
+        shutdown,
+    }
 }
 
 async fn bench_backend(label: &str, database_url: String, schema: &str, hello_rps: f64) {
@@ -133,7 +163,11 @@ async fn bench_backend(label: &str, database_url: String, schema: &str, hello_rp
     println!("== Press on {label}");
 
     if std::env::var("PRESS_BENCH_ONLY_GET").is_ok() {
-        p.call("press.api.site.new", json!({"site": {"name": "bulk00001", "apps": ["frappe"], "plan": "Starter"}})).await;
+        p.call(
+            "press.api.site.new",
+            json!({"site": {"name": "bulk00001", "apps": ["frappe"], "plan": "Starter"}}),
+        )
+        .await;
         let r = load::run(
             Spec::get(p.addr, "/api/method/press.api.site.get?name=bulk00001")
                 .header("Authorization", &p.token)
@@ -172,17 +206,26 @@ async fn bench_backend(label: &str, database_url: String, schema: &str, hello_rp
         let p = &p;
         async move {
             let _permit = sem.acquire().await.unwrap();
-            p.call("press.api.site.new", json!({"site": {"name": n, "apps": ["frappe"], "plan": "Starter"}})).await;
+            p.call(
+                "press.api.site.new",
+                json!({"site": {"name": n, "apps": ["frappe"], "plan": "Starter"}}),
+            )
+            .await;
         }
     });
     futures::future::join_all(calls).await;
     let accepted = t.elapsed();
     loop {
-        let v = p.call("press.api.site.list", json!({"status": "Active"})).await;
+        let v = p
+            .call("press.api.site.list", json!({"status": "Active"}))
+            .await;
         if v["message"].as_array().map(|a| a.len()).unwrap_or(0) >= 1050 {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(300), "1,000 sites did not all become Active");
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "1,000 sites did not all become Active"
+        );
         // Each look reads a 1,000-site list: look rarely, so the watcher does not slow the work.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -220,7 +263,10 @@ async fn bench_backend(label: &str, database_url: String, schema: &str, hello_rp
             .stop(Stop::Duration(secs())),
     )
     .await;
-    println!("site.list (1,050 sites, API key): {}   [target >= 2,000 req/s]", r.line());
+    println!(
+        "site.list (1,050 sites, API key): {}   [target >= 2,000 req/s]",
+        r.line()
+    );
 
     // site.get with API-key auth.
     let r = load::run(
@@ -235,7 +281,12 @@ async fn bench_backend(label: &str, database_url: String, schema: &str, hello_rp
         r.line(),
         100.0 * r.rps / hello_rps
     );
-    let r = load::run(Spec::get(p.addr, "/api/method/ping").connections(64).stop(Stop::Duration(secs()))).await;
+    let r = load::run(
+        Spec::get(p.addr, "/api/method/ping")
+            .connections(64)
+            .stop(Stop::Duration(secs())),
+    )
+    .await;
     println!("ping (no auth): {}", r.line());
     p.shutdown.trigger();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -245,7 +296,13 @@ async fn bench_backend(label: &str, database_url: String, schema: &str, hello_rp
 async fn burst_within_the_agents_limit() {
     let dir = tempfile::tempdir().unwrap();
     let url = pressoir_core::db::sqlite_url(&dir.path().join("press.sqlite"));
-    let p = start_with(dir.path(), url, "press", RateSpec::per(50, Duration::from_secs(60))).await;
+    let p = start_with(
+        dir.path(),
+        url,
+        "press",
+        RateSpec::per(50, Duration::from_secs(60)),
+    )
+    .await;
     let t = Instant::now();
     let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(16));
     let calls = (0..200).map(|i| {
@@ -258,16 +315,25 @@ async fn burst_within_the_agents_limit() {
     });
     futures::future::join_all(calls).await;
     loop {
-        let v = p.call("press.api.site.list", json!({"status": "Active"})).await;
+        let v = p
+            .call("press.api.site.list", json!({"status": "Active"}))
+            .await;
         let n = v["message"].as_array().map(|a| a.len()).unwrap_or(0);
         if n >= 200 {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(300), "only {n} of 200 Active");
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "only {n} of 200 Active"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let sites = std::fs::read_dir(dir.path().join("agent/benches/bench-0001/sites"))
-        .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("burst")).count())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with("burst"))
+                .count()
+        })
         .unwrap_or(0);
     println!(
         "burst: 200 site.new against the agent's 50/min -> all Active in {:.2} s ({} site directories)",
@@ -279,10 +345,18 @@ async fn burst_within_the_agents_limit() {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let hello = hello::spawn().await;
-        let r = load::run(Spec::get(hello, "/").connections(64).stop(Stop::Duration(secs()))).await;
+        let r = load::run(
+            Spec::get(hello, "/")
+                .connections(64)
+                .stop(Stop::Duration(secs())),
+        )
+        .await;
         println!("hello-world baseline (hyper, 64 connections): {}", r.line());
         let hello_rps = r.rps;
 
@@ -297,7 +371,9 @@ fn main() {
                 let schema = format!("bench_{}", std::process::id());
                 bench_backend("PostgreSQL", url.clone(), &schema, hello_rps).await;
                 if let Ok(db) = pressoir_core::db::Db::connect(&url, "public", 1).await {
-                    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).execute(&db.pool).await;
+                    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                        .execute(&db.pool)
+                        .await;
                 }
             }
             None => println!("PostgreSQL SKIPPED (set PRESSOIR_TEST_POSTGRES_URL)"),

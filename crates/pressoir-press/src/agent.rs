@@ -15,7 +15,11 @@ pub enum AgentError {
     /// Down, unreachable, 5xx: retry later.
     Unavailable(String),
     /// 4xx other than 429: the request itself is wrong. `index` names a batch entry if known.
-    Rejected { status: u16, message: String, index: Option<usize> },
+    Rejected {
+        status: u16,
+        message: String,
+        index: Option<usize>,
+    },
 }
 
 impl std::fmt::Display for AgentError {
@@ -23,7 +27,9 @@ impl std::fmt::Display for AgentError {
         match self {
             AgentError::Limited(d) => write!(f, "agent rate limit, retry in {}s", d.as_secs()),
             AgentError::Unavailable(m) => write!(f, "agent unavailable: {m}"),
-            AgentError::Rejected { status, message, .. } => write!(f, "agent rejected the request ({status}): {message}"),
+            AgentError::Rejected {
+                status, message, ..
+            } => write!(f, "agent rejected the request ({status}): {message}"),
         }
     }
 }
@@ -62,7 +68,10 @@ impl AgentClient {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, AgentError> {
-        let resp = req.send().await.map_err(|e| AgentError::Unavailable(without_url(&e)))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| AgentError::Unavailable(without_url(&e)))?;
         let status = resp.status();
         if status.as_u16() == 429 {
             let wait = resp
@@ -86,8 +95,16 @@ impl AgentClient {
                 .to_string();
             let field = body.get("field").and_then(|f| f.as_str()).unwrap_or("");
             let index = batch_index(field).or_else(|| batch_index(&message));
-            let message = if field.is_empty() { message } else { format!("{field}: {message}") };
-            return Err(AgentError::Rejected { status: status.as_u16(), message, index });
+            let message = if field.is_empty() {
+                message
+            } else {
+                format!("{field}: {message}")
+            };
+            return Err(AgentError::Rejected {
+                status: status.as_u16(),
+                message,
+                index,
+            });
         }
         Ok(body)
     }
@@ -95,28 +112,59 @@ impl AgentClient {
     /// `GET /agent/ping`: the agent's version and the round trip.
     pub async fn ping(&self, base: &str, password: &str) -> Result<(String, Duration), AgentError> {
         let t = Instant::now();
-        let v = self.send(self.http.get(Self::url(base, "/agent/ping")).bearer_auth(password)).await?;
-        let version = v.get("agent").and_then(|a| a.as_str()).unwrap_or("").to_string();
+        let v = self
+            .send(
+                self.http
+                    .get(Self::url(base, "/agent/ping"))
+                    .bearer_auth(password),
+            )
+            .await?;
+        let version = v
+            .get("agent")
+            .and_then(|a| a.as_str())
+            .unwrap_or("")
+            .to_string();
         Ok((version, t.elapsed()))
     }
 
     /// `POST /agent/jobs`: at most 100 jobs; the answer's agent ids, in the same order.
-    pub async fn submit(&self, base: &str, password: &str, jobs: &[Submission]) -> Result<Vec<String>, AgentError> {
+    pub async fn submit(
+        &self,
+        base: &str,
+        password: &str,
+        jobs: &[Submission],
+    ) -> Result<Vec<String>, AgentError> {
         let body = json!({
             "jobs": jobs.iter().map(|j| json!({
                 "agent_job_id": j.agent_job_id, "job_type": j.job_type, "data": j.data,
             })).collect::<Vec<_>>()
         });
-        let v = self.send(self.http.post(Self::url(base, "/agent/jobs")).bearer_auth(password).json(&body)).await?;
+        let v = self
+            .send(
+                self.http
+                    .post(Self::url(base, "/agent/jobs"))
+                    .bearer_auth(password)
+                    .json(&body),
+            )
+            .await?;
         let list = job_list(&v);
         if list.len() != jobs.len() {
-            return Err(AgentError::Unavailable(format!("agent answered {} jobs for {}", list.len(), jobs.len())));
+            return Err(AgentError::Unavailable(format!(
+                "agent answered {} jobs for {}",
+                list.len(),
+                jobs.len()
+            )));
         }
         Ok(list.iter().map(|j| id_text(j.get("id"))).collect())
     }
 
     /// `GET /agent/jobs?ids=...`: the current state of these agent jobs.
-    pub async fn jobs(&self, base: &str, password: &str, ids: &[String]) -> Result<Vec<Value>, AgentError> {
+    pub async fn jobs(
+        &self,
+        base: &str,
+        password: &str,
+        ids: &[String],
+    ) -> Result<Vec<Value>, AgentError> {
         let url = format!("{}?ids={}", Self::url(base, "/agent/jobs"), ids.join(","));
         let v = self.send(self.http.get(url).bearer_auth(password)).await?;
         Ok(job_list(&v))
@@ -173,7 +221,11 @@ pub fn parse_job(v: &Value, name_of_id: impl Fn(&str) -> Option<String>) -> Opti
     };
     let status = job_status::from_agent(v.get("status")?.as_str()?)?;
     let time = |k: &str| v.get(k).and_then(|t| t.as_str()).and_then(parse_rfc3339_ms);
-    let steps = v.get("steps").cloned().filter(|s| s.is_array()).unwrap_or_else(|| json!([]));
+    let steps = v
+        .get("steps")
+        .cloned()
+        .filter(|s| s.is_array())
+        .unwrap_or_else(|| json!([]));
     let error = match v.get("error") {
         Some(Value::String(s)) => Some(s.clone()),
         Some(Value::Null) | None => None,

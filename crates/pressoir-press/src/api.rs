@@ -3,13 +3,13 @@
 //! body. Handlers are thin: they parse arguments, call `domain` and `store`, and wake the
 //! dispatcher.
 
+use crate::auth;
 use crate::auth::{Authenticator, Caller, cookie};
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::domain::{self, job_status, job_type, site_status};
 use crate::error::{Error, ExcType, Result, frappe_response};
 use crate::store::{Job, NewJob, Server, Site, Store, new_id};
-use crate::auth;
 use axum::Router;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -103,7 +103,10 @@ struct Ctx {
 }
 
 async fn method(State(st): State<St>, Path(name): Path<String>, req: Request) -> Response {
-    let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
     let (parts, body) = req.into_parts();
     let body = match axum::body::to_bytes(body, 4 * 1024 * 1024).await {
         Ok(b) => b,
@@ -113,7 +116,12 @@ async fn method(State(st): State<St>, Path(name): Path<String>, req: Request) ->
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
-    let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let ctx = Ctx {
         st,
         method: parts.method,
@@ -129,11 +137,15 @@ async fn method(State(st): State<St>, Path(name): Path<String>, req: Request) ->
 }
 
 /// Arguments from the query string, then the body (JSON object or form), body winning.
-fn parse_args(query: Option<&str>, headers: &HeaderMap, body: &Bytes) -> Result<Map<String, Value>> {
+fn parse_args(
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Map<String, Value>> {
     let mut args = Map::new();
     if let Some(q) = query {
-        let pairs: Vec<(String, String)> =
-            serde_urlencoded::from_str(q).map_err(|_| Error::validation("malformed query string"))?;
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q)
+            .map_err(|_| Error::validation("malformed query string"))?;
         for (k, v) in pairs {
             args.insert(k, Value::String(v));
         }
@@ -142,10 +154,13 @@ fn parse_args(query: Option<&str>, headers: &HeaderMap, body: &Bytes) -> Result<
     if trimmed {
         return Ok(args);
     }
-    let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if ctype.starts_with("application/x-www-form-urlencoded") || ctype.starts_with("multipart/") {
-        let pairs: Vec<(String, String)> =
-            serde_urlencoded::from_bytes(body).map_err(|_| Error::validation("malformed form body"))?;
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
+            .map_err(|_| Error::validation("malformed form body"))?;
         for (k, v) in pairs {
             args.insert(k, Value::String(v));
         }
@@ -159,8 +174,8 @@ fn parse_args(query: Option<&str>, headers: &HeaderMap, body: &Bytes) -> Result<
             if ctype.starts_with("application/json") || body.first() == Some(&b'{') {
                 return Err(Error::validation(format!("malformed JSON body: {e}")));
             }
-            let pairs: Vec<(String, String)> =
-                serde_urlencoded::from_bytes(body).map_err(|_| Error::validation("malformed request body"))?;
+            let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
+                .map_err(|_| Error::validation("malformed request body"))?;
             for (k, v) in pairs {
                 args.insert(k, Value::String(v));
             }
@@ -192,9 +207,13 @@ impl Ctx {
             Some(Value::String(s)) if s.is_empty() => Ok(None),
             Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
                 Ok(Value::Object(o)) => Ok(Some(o)),
-                _ => Err(Error::validation(format!("argument '{key}' must be a JSON object"))),
+                _ => Err(Error::validation(format!(
+                    "argument '{key}' must be a JSON object"
+                ))),
             },
-            Some(_) => Err(Error::validation(format!("argument '{key}' must be a JSON object"))),
+            Some(_) => Err(Error::validation(format!(
+                "argument '{key}' must be a JSON object"
+            ))),
         }
     }
 
@@ -217,7 +236,12 @@ impl Ctx {
     /// The team acting: `X-Press-Team` when the caller belongs to it (any team for the
     /// Administrator), else the caller's default team, as Frappe Press falls back.
     async fn team(&self, c: &Caller) -> Result<String> {
-        if let Some(t) = self.headers.get("x-press-team").and_then(|v| v.to_str().ok()).filter(|t| !t.is_empty()) {
+        if let Some(t) = self
+            .headers
+            .get("x-press-team")
+            .and_then(|v| v.to_str().ok())
+            .filter(|t| !t.is_empty())
+        {
             let ok = if c.is_admin {
                 self.st.store.team(t).await?.is_some()
             } else {
@@ -296,12 +320,27 @@ async fn call(ctx: &Ctx, name: &str) -> Result<Response> {
         m if m.starts_with("press.api.billing.") => {
             let c = ctx.caller().await?;
             let team = ctx.team(&c).await?;
-            crate::billing::api::call(&ctx.st.store, ctx.st.config.billing.as_ref(), m, &team, &ctx.args).await
+            crate::billing::api::call(
+                &ctx.st.store,
+                ctx.st.config.billing.as_ref(),
+                m,
+                &team,
+                &ctx.args,
+            )
+            .await
         }
         m if m.starts_with("press.api.webhook.") => {
             let c = ctx.caller().await?;
             let team = ctx.team(&c).await;
-            crate::webhooks::api::call(&ctx.st.store, &ctx.st.config.webhooks, m, &c, team, &ctx.args).await
+            crate::webhooks::api::call(
+                &ctx.st.store,
+                &ctx.st.config.webhooks,
+                m,
+                &c,
+                team,
+                &ctx.args,
+            )
+            .await
         }
         _ => {
             ctx.caller().await?;
@@ -314,11 +353,19 @@ async fn call(ctx: &Ctx, name: &str) -> Result<Response> {
 
 fn session_cookies(sid: &str, user: &str, full_name: &str, ttl: Duration) -> Vec<HeaderValue> {
     let age = ttl.as_secs();
-    let enc = |s: &str| s.replace(|c: char| !c.is_ascii_alphanumeric() && c != '@' && c != '.' && c != '-', "_");
+    let enc = |s: &str| {
+        s.replace(
+            |c: char| !c.is_ascii_alphanumeric() && c != '@' && c != '.' && c != '-',
+            "_",
+        )
+    };
     [
         format!("sid={sid}; Path=/; HttpOnly; SameSite=Lax; Max-Age={age}"),
         format!("user_id={}; Path=/; SameSite=Lax; Max-Age={age}", enc(user)),
-        format!("full_name={}; Path=/; SameSite=Lax; Max-Age={age}", enc(full_name)),
+        format!(
+            "full_name={}; Path=/; SameSite=Lax; Max-Age={age}",
+            enc(full_name)
+        ),
         format!("system_user=yes; Path=/; SameSite=Lax; Max-Age={age}"),
     ]
     .into_iter()
@@ -349,13 +396,21 @@ async fn login(ctx: &Ctx) -> Result<Response> {
 }
 
 async fn logout(ctx: &Ctx) -> Result<Response> {
-    if let Ok(Some(c)) = ctx.st.auth.authenticate(&Method::GET, &ctx.headers, &ctx.host).await {
+    if let Ok(Some(c)) = ctx
+        .st
+        .auth
+        .authenticate(&Method::GET, &ctx.headers, &ctx.host)
+        .await
+    {
         ctx.st.auth.end_session(&c).await?;
     }
-    let gone = ["sid=Guest; Path=/; HttpOnly; SameSite=Lax; Max-Age=0", "user_id=Guest; Path=/; Max-Age=0"]
-        .iter()
-        .filter_map(|c| HeaderValue::from_str(c).ok())
-        .collect();
+    let gone = [
+        "sid=Guest; Path=/; HttpOnly; SameSite=Lax; Max-Age=0",
+        "user_id=Guest; Path=/; Max-Age=0",
+    ]
+    .iter()
+    .filter_map(|c| HeaderValue::from_str(c).ok())
+    .collect();
     Ok(with_cookies(axum::Json(json!({})).into_response(), gone))
 }
 
@@ -373,7 +428,9 @@ async fn me(ctx: &Ctx) -> Result<Response> {
     let c = ctx.caller().await?;
     let team = ctx.team(&c).await?;
     let teams = ctx.st.store.teams_of(&c.user).await?;
-    Ok(ok(json!({"user": c.user, "full_name": c.full_name, "team": team, "teams": teams, "is_admin": c.is_admin})))
+    Ok(ok(
+        json!({"user": c.user, "full_name": c.full_name, "team": team, "teams": teams, "is_admin": c.is_admin}),
+    ))
 }
 
 async fn create_api_secret(ctx: &Ctx) -> Result<Response> {
@@ -408,13 +465,20 @@ async fn teams(ctx: &Ctx) -> Result<Response> {
 
 async fn new_team(ctx: &Ctx) -> Result<Response> {
     let c = ctx.admin().await?;
-    let title = ctx.str_arg("title").or_else(|| ctx.str_arg("team_title")).or_else(|| ctx.str_arg("name"));
-    let title = title.filter(|t| !t.is_empty()).ok_or_else(|| Error::validation("missing argument 'title'"))?;
+    let title = ctx
+        .str_arg("title")
+        .or_else(|| ctx.str_arg("team_title"))
+        .or_else(|| ctx.str_arg("name"));
+    let title = title
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| Error::validation("missing argument 'title'"))?;
     let name = ctx.str_arg("name").unwrap_or_else(|| auth::random_token(5));
     let owner = ctx.str_arg("user").unwrap_or(c.user.clone());
     let team = crate::admin_new_team(&ctx.st.store, &name, &title, &owner).await?;
     ctx.st.auth.forget_user(&owner);
-    Ok(ok(json!({"name": team, "team_title": title, "user": owner})))
+    Ok(ok(
+        json!({"name": team, "team_title": title, "user": owner}),
+    ))
 }
 
 async fn new_user(ctx: &Ctx) -> Result<Response> {
@@ -428,7 +492,9 @@ async fn new_user(ctx: &Ctx) -> Result<Response> {
     let full_name = ctx.str_arg("full_name").unwrap_or_else(|| name.clone());
     let team = ctx.str_arg("team");
     crate::admin_new_user(&ctx.st.store, &name, &full_name, &password, team.as_deref()).await?;
-    Ok(ok(json!({"name": name, "full_name": full_name, "team": team})))
+    Ok(ok(
+        json!({"name": name, "full_name": full_name, "team": team}),
+    ))
 }
 
 async fn add_team_member(ctx: &Ctx) -> Result<Response> {
@@ -448,12 +514,15 @@ async fn agent_callback(ctx: &Ctx) -> Result<Response> {
         .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .ok_or_else(|| Error::auth("Not Permitted"))?;
     let row = ctx.st.store.server(&server).await?;
-    let valid = row
-        .as_ref()
-        .is_some_and(|s| pressoir_core::Secret::new(s.agent_password.clone()).matches(presented.trim().as_bytes()));
+    let valid = row.as_ref().is_some_and(|s| {
+        pressoir_core::Secret::new(s.agent_password.clone()).matches(presented.trim().as_bytes())
+    });
     if !valid {
         return Err(Error::auth("Not Permitted"));
     }
@@ -489,7 +558,11 @@ pub(crate) fn site_json(s: &Site) -> Value {
 }
 
 pub(crate) fn job_summary(j: &Job) -> Value {
-    let status = if j.status == job_status::UNDELIVERED { job_status::PENDING } else { j.status.as_str() };
+    let status = if j.status == job_status::UNDELIVERED {
+        job_status::PENDING
+    } else {
+        j.status.as_str()
+    };
     json!({
         "name": j.name,
         "job_type": j.job_type,
@@ -522,12 +595,21 @@ fn job_detail(j: &Job) -> Value {
         .collect();
     v["steps"] = Value::Array(steps);
     v["error"] = j.error.clone().map(Value::String).unwrap_or(Value::Null);
-    v["result"] = j.result.as_deref().and_then(|r| serde_json::from_str(r).ok()).unwrap_or(Value::Null);
+    v["result"] = j
+        .result
+        .as_deref()
+        .and_then(|r| serde_json::from_str(r).ok())
+        .unwrap_or(Value::Null);
     v
 }
 
-const NEW_SITE_STEPS: [&str; 5] =
-    ["New Site", "Install Apps", "Update Site Configuration", "Set Administrator Password", "Enable Scheduler"];
+const NEW_SITE_STEPS: [&str; 5] = [
+    "New Site",
+    "Install Apps",
+    "Update Site Configuration",
+    "Set Administrator Password",
+    "Enable Scheduler",
+];
 
 async fn pick_server(ctx: &Ctx, team: &str, wanted: Option<String>) -> Result<Server> {
     let usable = |s: &Server| s.status == "Active" && (s.team == team || s.use_for_new_sites == 1);
@@ -536,7 +618,9 @@ async fn pick_server(ctx: &Ctx, team: &str, wanted: Option<String>) -> Result<Se
             let s = ctx.st.store.server(&name).await?;
             match s {
                 Some(s) if usable(&s) => Ok(s),
-                Some(s) if s.team == team => Err(Error::validation(format!("Server {name} is {}", s.status))),
+                Some(s) if s.team == team => {
+                    Err(Error::validation(format!("Server {name} is {}", s.status)))
+                }
                 _ => Err(Error::not_found(format!("Server {name} not found"))),
             }
         }
@@ -554,9 +638,18 @@ async fn pick_server(ctx: &Ctx, team: &str, wanted: Option<String>) -> Result<Se
 async fn site_new(ctx: &Ctx) -> Result<Response> {
     let c = ctx.caller().await?;
     let team = ctx.team(&c).await?;
-    let spec = ctx.obj_arg("site")?.ok_or_else(|| Error::validation("missing argument 'site'"))?;
-    let text = |k: &str| spec.get(k).and_then(|v| v.as_str()).map(|s| s.to_string()).filter(|s| !s.is_empty());
-    let sub = text("name").or_else(|| text("subdomain")).ok_or_else(|| Error::validation("site.name is required"))?;
+    let spec = ctx
+        .obj_arg("site")?
+        .ok_or_else(|| Error::validation("missing argument 'site'"))?;
+    let text = |k: &str| {
+        spec.get(k)
+            .and_then(|v| v.as_str())
+            .map(|s| s.to_string())
+            .filter(|s| !s.is_empty())
+    };
+    let sub = text("name")
+        .or_else(|| text("subdomain"))
+        .ok_or_else(|| Error::validation("site.name is required"))?;
     domain::validate_subdomain(&sub)?;
     if let Some(d) = text("domain")
         && d != ctx.st.config.domain
@@ -578,22 +671,27 @@ async fn site_new(ctx: &Ctx) -> Result<Response> {
     };
     let plan_name = text("plan").ok_or_else(|| Error::validation("site.plan is required"))?;
     let plan = ctx.st.store.plan(&plan_name).await?;
-    let plan = plan.filter(|p| p.enabled == 1).ok_or_else(|| Error::not_found(format!("Plan {plan_name} does not exist")))?;
-    let t = ctx.st.store.team(&team).await?.ok_or_else(|| Error::auth("Invalid Team"))?;
+    let plan = plan
+        .filter(|p| p.enabled == 1)
+        .ok_or_else(|| Error::not_found(format!("Plan {plan_name} does not exist")))?;
+    let t = ctx
+        .st
+        .store
+        .team(&team)
+        .await?
+        .ok_or_else(|| Error::auth("Invalid Team"))?;
     if t.enabled != 1 {
         return Err(Error::permission("Invalid Team"));
     }
     let server = pick_server(ctx, &team, text("server")).await?;
     let benches = ctx.st.store.benches(&server.name).await?;
     let bench = match text("bench").or_else(|| text("group")) {
-        Some(b) => benches
-            .into_iter()
-            .find(|x| x.name == b)
-            .ok_or_else(|| Error::not_found(format!("Bench {b} not found on server {}", server.name)))?,
-        None => benches
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::validation(format!("server {} has no active bench", server.name)))?,
+        Some(b) => benches.into_iter().find(|x| x.name == b).ok_or_else(|| {
+            Error::not_found(format!("Bench {b} not found on server {}", server.name))
+        })?,
+        None => benches.into_iter().next().ok_or_else(|| {
+            Error::validation(format!("server {} has no active bench", server.name))
+        })?,
     };
     domain::validate_apps(&apps, &bench.app_list())?;
     let mut config = match spec.get("config") {
@@ -643,7 +741,11 @@ async fn site_list(ctx: &Ctx) -> Result<Response> {
     let filter = ctx.obj_arg("site_filter").ok().flatten();
     let status = filter
         .as_ref()
-        .and_then(|f| f.get("status").and_then(|s| s.as_str()).map(|s| s.to_string()))
+        .and_then(|f| {
+            f.get("status")
+                .and_then(|s| s.as_str())
+                .map(|s| s.to_string())
+        })
         .or_else(|| ctx.str_arg("status"))
         .filter(|s| !s.is_empty() && s != "All");
     if let Some(s) = &status
@@ -654,20 +756,40 @@ async fn site_list(ctx: &Ctx) -> Result<Response> {
     let num = |k: &str, d: i64| -> Result<i64> {
         match ctx.str_arg(k) {
             None => Ok(d),
-            Some(v) => v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| Error::validation(format!("'{k}' must be a number"))),
+            Some(v) => v
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| Error::validation(format!("'{k}' must be a number"))),
         }
     };
     let start = num("start", 0)?;
     let limit = num("limit", 100_000)?;
     let version = ctx.st.store.sites_version(&team).await?;
-    let key = (team.clone(), status.clone().unwrap_or_default(), start, limit);
-    let cached = ctx.st.list_cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+    let key = (
+        team.clone(),
+        status.clone().unwrap_or_default(),
+        start,
+        limit,
+    );
+    let cached = ctx
+        .st
+        .list_cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+        .cloned();
     let body = match cached {
         Some((v, body)) if v == version => body,
         _ => {
-            let sites = ctx.st.store.sites(&team, status.as_deref(), start, limit).await?;
+            let sites = ctx
+                .st
+                .store
+                .sites(&team, status.as_deref(), start, limit)
+                .await?;
             let list = Value::Array(sites.iter().map(site_json).collect());
-            let body = Bytes::from(serde_json::to_vec(&json!({ "message": list })).unwrap_or_default());
+            let body =
+                Bytes::from(serde_json::to_vec(&json!({ "message": list })).unwrap_or_default());
             let mut c = ctx.st.list_cache.lock().unwrap_or_else(|p| p.into_inner());
             if c.len() > 1024 {
                 c.clear();
@@ -692,22 +814,36 @@ async fn site_exists(ctx: &Ctx) -> Result<Response> {
     ctx.caller().await?;
     let sub = ctx.required("subdomain")?;
     let full = domain::full_site_name(&sub, &ctx.st.config.domain);
-    let live = ctx.st.store.site(None, &full).await?.is_some_and(|s| s.status != site_status::ARCHIVED);
+    let live = ctx
+        .st
+        .store
+        .site(None, &full)
+        .await?
+        .is_some_and(|s| s.status != site_status::ARCHIVED);
     Ok(ok(json!(live)))
 }
 
 async fn site_jobs(ctx: &Ctx) -> Result<Response> {
     let c = ctx.caller().await?;
     let site = ctx.site(&c, &ctx.required("name")?).await?;
-    let start = ctx.str_arg("limit_start").and_then(|s| s.parse().ok()).unwrap_or(0);
-    let limit = ctx.str_arg("limit_page_length").and_then(|s| s.parse().ok()).unwrap_or(100);
+    let start = ctx
+        .str_arg("limit_start")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let limit = ctx
+        .str_arg("limit_page_length")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100);
     let jobs = ctx.st.store.site_jobs(&site.id, start, limit).await?;
     Ok(ok(Value::Array(jobs.iter().map(job_summary).collect())))
 }
 
 async fn site_job(ctx: &Ctx) -> Result<Response> {
     let c = ctx.caller().await?;
-    let name = ctx.str_arg("job").or_else(|| ctx.str_arg("name")).ok_or_else(|| Error::validation("missing argument 'job'"))?;
+    let name = ctx
+        .str_arg("job")
+        .or_else(|| ctx.str_arg("name"))
+        .ok_or_else(|| Error::validation("missing argument 'job'"))?;
     let job = ctx.st.store.job(&name).await?;
     let visible = match &job {
         Some(j) if c.is_admin && ctx.headers.get("x-press-team").is_none() => true,
@@ -720,7 +856,14 @@ async fn site_job(ctx: &Ctx) -> Result<Response> {
     }
 }
 
-async fn queue(ctx: &Ctx, site: &Site, job_type: &str, data: Value, steps: &[&str], allowed: &[&str]) -> Result<Response> {
+async fn queue(
+    ctx: &Ctx,
+    site: &Site,
+    job_type: &str,
+    data: Value,
+    steps: &[&str],
+    allowed: &[&str],
+) -> Result<Response> {
     let job = NewJob {
         server: site.server.clone(),
         job_type: job_type.into(),
@@ -760,23 +903,46 @@ async fn site_app(ctx: &Ctx, kind: &str) -> Result<Response> {
     let installed = site.app_list();
     if kind == job_type::INSTALL_APP {
         let benches = ctx.st.store.benches(&site.server).await?;
-        let on_bench = benches.iter().find(|b| b.name == site.bench).is_some_and(|b| b.app_list().contains(&app));
+        let on_bench = benches
+            .iter()
+            .find(|b| b.name == site.bench)
+            .is_some_and(|b| b.app_list().contains(&app));
         if !on_bench {
-            return Err(Error::validation(format!("app '{app}' is not available on the bench")));
+            return Err(Error::validation(format!(
+                "app '{app}' is not available on the bench"
+            )));
         }
         if installed.contains(&app) {
-            return Err(Error::validation(format!("app '{app}' is already installed on {}", site.name)));
+            return Err(Error::validation(format!(
+                "app '{app}' is already installed on {}",
+                site.name
+            )));
         }
     } else {
         if app == "frappe" {
             return Err(Error::validation("frappe cannot be uninstalled"));
         }
         if !installed.contains(&app) {
-            return Err(Error::validation(format!("app '{app}' is not installed on {}", site.name)));
+            return Err(Error::validation(format!(
+                "app '{app}' is not installed on {}",
+                site.name
+            )));
         }
     }
-    let step = if kind == job_type::INSTALL_APP { "Install App on Site" } else { "Uninstall App from Site" };
-    queue(ctx, &site, kind, json!({"name": site.name, "bench": site.bench, "app": app}), &[step], &[ACTIVE, BROKEN, INACTIVE]).await
+    let step = if kind == job_type::INSTALL_APP {
+        "Install App on Site"
+    } else {
+        "Uninstall App from Site"
+    };
+    queue(
+        ctx,
+        &site,
+        kind,
+        json!({"name": site.name, "bench": site.bench, "app": app}),
+        &[step],
+        &[ACTIVE, BROKEN, INACTIVE],
+    )
+    .await
 }
 
 async fn site_update_config(ctx: &Ctx) -> Result<Response> {
@@ -786,7 +952,9 @@ async fn site_update_config(ctx: &Ctx) -> Result<Response> {
     domain::can_change(&site.status)?;
     // Frappe Press sends a list of {key, value, type}; a plain object works too.
     let raw = match ctx.args.get("config") {
-        Some(Value::String(s)) => serde_json::from_str(s).map_err(|_| Error::validation("config must be JSON"))?,
+        Some(Value::String(s)) => {
+            serde_json::from_str(s).map_err(|_| Error::validation("config must be JSON"))?
+        }
         Some(v) => v.clone(),
         None => return Err(Error::validation("missing argument 'config'")),
     };
@@ -795,8 +963,14 @@ async fn site_update_config(ctx: &Ctx) -> Result<Response> {
         Value::Array(items) => {
             let mut o = Map::new();
             for i in items {
-                let k = i.get("key").and_then(|k| k.as_str()).ok_or_else(|| Error::validation("config entries need a 'key'"))?;
-                o.insert(k.to_string(), i.get("value").cloned().unwrap_or(Value::Null));
+                let k = i
+                    .get("key")
+                    .and_then(|k| k.as_str())
+                    .ok_or_else(|| Error::validation("config entries need a 'key'"))?;
+                o.insert(
+                    k.to_string(),
+                    i.get("value").cloned().unwrap_or(Value::Null),
+                );
             }
             o
         }
@@ -804,7 +978,9 @@ async fn site_update_config(ctx: &Ctx) -> Result<Response> {
     };
     for k in config.keys() {
         if k.is_empty() || k.starts_with("db_") || k == "plan_limit" || k == "rate_limit" {
-            return Err(Error::validation(format!("config key '{k}' cannot be changed")));
+            return Err(Error::validation(format!(
+                "config key '{k}' cannot be changed"
+            )));
         }
     }
     queue(
@@ -877,7 +1053,10 @@ async fn server_list(ctx: &Ctx) -> Result<Response> {
 
 async fn server_get(ctx: &Ctx) -> Result<Response> {
     let c = ctx.caller().await?;
-    let name = ctx.str_arg("name").or_else(|| ctx.str_arg("server")).ok_or_else(|| Error::validation("missing argument 'name'"))?;
+    let name = ctx
+        .str_arg("name")
+        .or_else(|| ctx.str_arg("server"))
+        .ok_or_else(|| Error::validation("missing argument 'name'"))?;
     let s = visible_server(ctx, &c, &name).await?;
     let mut v = server_json(&s, c.is_admin);
     let benches: Vec<Value> = ctx
@@ -894,7 +1073,10 @@ async fn server_get(ctx: &Ctx) -> Result<Response> {
 
 async fn server_status(ctx: &Ctx) -> Result<Response> {
     let c = ctx.caller().await?;
-    let name = ctx.str_arg("server").or_else(|| ctx.str_arg("name")).ok_or_else(|| Error::validation("missing argument 'server'"))?;
+    let name = ctx
+        .str_arg("server")
+        .or_else(|| ctx.str_arg("name"))
+        .ok_or_else(|| Error::validation("missing argument 'server'"))?;
     let s = visible_server(ctx, &c, &name).await?;
     let agent = agent_health(ctx, &s).await;
     let (sites, pending, running) = ctx.st.store.server_counts(&s.name).await?;
@@ -909,17 +1091,31 @@ async fn server_status(ctx: &Ctx) -> Result<Response> {
 
 /// The agent's ping, cached a few seconds so status calls do not spend the agent's budget.
 async fn agent_health(ctx: &Ctx, s: &Server) -> Value {
-    if let Some((at, v)) = ctx.st.ping_cache.lock().unwrap_or_else(|p| p.into_inner()).get(&s.name).cloned()
+    if let Some((at, v)) = ctx
+        .st
+        .ping_cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&s.name)
+        .cloned()
         && at.elapsed() < Duration::from_secs(5)
     {
         return v;
     }
-    let v = match ctx.st.dispatcher.client().ping(&s.agent_url, &s.agent_password).await {
+    let v = match ctx
+        .st
+        .dispatcher
+        .client()
+        .ping(&s.agent_url, &s.agent_password)
+        .await
+    {
         Ok((version, latency)) => json!({
             "reachable": true, "version": version,
             "latency_ms": (latency.as_secs_f64() * 1000.0 * 100.0).round() / 100.0,
         }),
-        Err(e) => json!({"reachable": false, "version": null, "latency_ms": null, "error": e.to_string()}),
+        Err(e) => {
+            json!({"reachable": false, "version": null, "latency_ms": null, "error": e.to_string()})
+        }
     };
     ctx.st
         .ping_cache
@@ -932,22 +1128,42 @@ async fn agent_health(ctx: &Ctx, s: &Server) -> Value {
 async fn server_new(ctx: &Ctx) -> Result<Response> {
     let c = ctx.admin().await?;
     let spec = ctx.obj_arg("server")?.unwrap_or_else(|| ctx.args.clone());
-    let text = |k: &str| spec.get(k).and_then(|v| v.as_str()).map(|s| s.to_string()).filter(|s| !s.is_empty());
-    let name = text("name").or_else(|| text("hostname")).ok_or_else(|| Error::validation("missing argument 'name'"))?;
+    let text = |k: &str| {
+        spec.get(k)
+            .and_then(|v| v.as_str())
+            .map(|s| s.to_string())
+            .filter(|s| !s.is_empty())
+    };
+    let name = text("name")
+        .or_else(|| text("hostname"))
+        .ok_or_else(|| Error::validation("missing argument 'name'"))?;
     domain::validate_name("server", &name)?;
     let url = text("agent_url").ok_or_else(|| Error::validation("missing argument 'agent_url'"))?;
     if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(Error::validation("agent_url must start with http:// or https://"));
+        return Err(Error::validation(
+            "agent_url must start with http:// or https://",
+        ));
     }
-    let password = text("agent_password").ok_or_else(|| Error::validation("missing argument 'agent_password'"))?;
+    let password = text("agent_password")
+        .ok_or_else(|| Error::validation("missing argument 'agent_password'"))?;
     let team = match text("team") {
-        Some(t) => ctx.st.store.team(&t).await?.ok_or_else(|| Error::not_found(format!("Team {t} not found")))?.name,
+        Some(t) => {
+            ctx.st
+                .store
+                .team(&t)
+                .await?
+                .ok_or_else(|| Error::not_found(format!("Team {t} not found")))?
+                .name
+        }
         None => ctx.team(&c).await?,
     };
     let bench = text("bench").unwrap_or_else(|| "bench-0001".into());
     domain::validate_name("bench", &bench)?;
     let apps: Vec<String> = match spec.get("apps") {
-        Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_str().map(|s| s.to_string())).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(|s| s.to_string()))
+            .collect(),
         _ => crate::DEFAULT_APPS.iter().map(|s| s.to_string()).collect(),
     };
     let public = !matches!(spec.get("use_for_new_sites"), Some(Value::Bool(false)));

@@ -100,7 +100,10 @@ impl Throttle {
     }
 
     fn keys(user: &str, ip: Option<IpAddr>) -> [String; 2] {
-        [format!("u:{user}"), format!("ip:{}", ip.map(|i| i.to_string()).unwrap_or_default())]
+        [
+            format!("u:{user}"),
+            format!("ip:{}", ip.map(|i| i.to_string()).unwrap_or_default()),
+        ]
     }
 
     /// `Err(retry_after)` when this user or IP is locked out, else the delay to apply.
@@ -113,7 +116,11 @@ impl Throttle {
                     m.remove(&k);
                     continue;
                 }
-                let max = if k.starts_with("ip:") { self.max_failures_per_ip } else { self.max_failures };
+                let max = if k.starts_with("ip:") {
+                    self.max_failures_per_ip
+                } else {
+                    self.max_failures
+                };
                 if n >= max {
                     return Err(self.window.saturating_sub(since.elapsed()));
                 }
@@ -171,7 +178,12 @@ impl Authenticator {
     }
 
     /// Checks a user's password, with throttling. Errors are Frappe's login errors.
-    pub async fn login(&self, usr: &str, pwd: &str, ip: Option<IpAddr>) -> Result<crate::store::User> {
+    pub async fn login(
+        &self,
+        usr: &str,
+        pwd: &str,
+        ip: Option<IpAddr>,
+    ) -> Result<crate::store::User> {
         if usr.is_empty() || pwd.is_empty() {
             return Err(Error::auth("Incomplete login details"));
         }
@@ -217,7 +229,14 @@ impl Authenticator {
         let sid = random_token(24);
         let csrf = random_token(16);
         let expires = now_ms() + self.session_ttl.as_millis() as i64;
-        self.store.create_session(&TokenHash::of(sid.as_bytes()).to_hex(), user, &csrf, expires).await?;
+        self.store
+            .create_session(
+                &TokenHash::of(sid.as_bytes()).to_hex(),
+                user,
+                &csrf,
+                expires,
+            )
+            .await?;
         Ok((sid, csrf))
     }
 
@@ -229,20 +248,34 @@ impl Authenticator {
     }
 
     pub fn forget_key(&self, key: &str) {
-        self.key_cache.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        self.key_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
     }
 
     async fn user_info(&self, user: &str) -> Result<Option<UserInfo>> {
-        if let Some((info, at)) = self.user_cache.lock().unwrap_or_else(|p| p.into_inner()).get(user).cloned()
+        if let Some((info, at)) = self
+            .user_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(user)
+            .cloned()
             && at.elapsed() < CACHE_TTL
         {
             return Ok(Some(info));
         }
-        let Some(u) = self.store.user(user).await? else { return Ok(None) };
+        let Some(u) = self.store.user(user).await? else {
+            return Ok(None);
+        };
         if u.enabled != 1 {
             return Ok(None);
         }
-        let info = UserInfo { full_name: u.full_name.clone(), is_admin: u.is_admin == 1, default_team: u.default_team.clone() };
+        let info = UserInfo {
+            full_name: u.full_name.clone(),
+            is_admin: u.is_admin == 1,
+            default_team: u.default_team.clone(),
+        };
         let mut c = self.user_cache.lock().unwrap_or_else(|p| p.into_inner());
         if c.len() > 10_000 {
             c.clear();
@@ -253,19 +286,38 @@ impl Authenticator {
 
     /// Forgets what is cached about a user (after a team or password change).
     pub fn forget_user(&self, user: &str) {
-        self.user_cache.lock().unwrap_or_else(|p| p.into_inner()).remove(user);
+        self.user_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(user);
     }
 
     fn caller(user: String, info: UserInfo, via: Via) -> Caller {
-        Caller { user, full_name: info.full_name, is_admin: info.is_admin, default_team: info.default_team, via }
+        Caller {
+            user,
+            full_name: info.full_name,
+            is_admin: info.is_admin,
+            default_team: info.default_team,
+            via,
+        }
     }
 
     /// The caller of a request, if it carries valid credentials. A present but invalid
     /// credential is an error, never a silent guest.
-    pub async fn authenticate(&self, method: &Method, headers: &HeaderMap, host: &str) -> Result<Option<Caller>> {
+    pub async fn authenticate(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        host: &str,
+    ) -> Result<Option<Caller>> {
         if let Some(value) = headers.get(http::header::AUTHORIZATION) {
-            let value = value.to_str().map_err(|_| Error::auth("Invalid Authorization header"))?;
-            let (scheme, rest) = value.trim().split_once(' ').ok_or_else(|| Error::auth("Invalid Authorization header"))?;
+            let value = value
+                .to_str()
+                .map_err(|_| Error::auth("Invalid Authorization header"))?;
+            let (scheme, rest) = value
+                .trim()
+                .split_once(' ')
+                .ok_or_else(|| Error::auth("Invalid Authorization header"))?;
             let rest = rest.trim();
             let user = match scheme.to_ascii_lowercase().as_str() {
                 "token" => self.check_key(rest).await?,
@@ -273,23 +325,35 @@ impl Authenticator {
                     let raw = base64::engine::general_purpose::STANDARD
                         .decode(rest)
                         .map_err(|_| Error::auth("Invalid Authorization header"))?;
-                    let text = String::from_utf8(raw).map_err(|_| Error::auth("Invalid Authorization header"))?;
+                    let text = String::from_utf8(raw)
+                        .map_err(|_| Error::auth("Invalid Authorization header"))?;
                     self.check_key(&text).await?
                 }
                 "bearer" => {
                     let Some(v) = &self.bearer else {
                         return Err(Error::auth("Bearer tokens are not accepted here"));
                     };
-                    let u = v.verify(rest).await.ok_or_else(|| Error::auth("Invalid Bearer token"))?;
-                    let info = self.user_info(&u).await?.ok_or_else(|| Error::auth("User disabled or missing"))?;
+                    let u = v
+                        .verify(rest)
+                        .await
+                        .ok_or_else(|| Error::auth("Invalid Bearer token"))?;
+                    let info = self
+                        .user_info(&u)
+                        .await?
+                        .ok_or_else(|| Error::auth("User disabled or missing"))?;
                     return Ok(Some(Self::caller(u, info, Via::Bearer)));
                 }
                 _ => return Err(Error::auth("Invalid Authorization header")),
             };
-            let info = self.user_info(&user).await?.ok_or_else(|| Error::auth("User disabled or missing"))?;
+            let info = self
+                .user_info(&user)
+                .await?
+                .ok_or_else(|| Error::auth("User disabled or missing"))?;
             return Ok(Some(Self::caller(user, info, Via::ApiKey)));
         }
-        let Some(sid) = cookie(headers, "sid") else { return Ok(None) };
+        let Some(sid) = cookie(headers, "sid") else {
+            return Ok(None);
+        };
         if sid == "Guest" || sid.is_empty() {
             return Ok(None);
         }
@@ -304,20 +368,35 @@ impl Authenticator {
         if !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
             check_csrf(headers, host, &session.csrf_token)?;
         }
-        let info = self.user_info(&session.user_name).await?.ok_or_else(|| Error::auth("User disabled or missing"))?;
-        Ok(Some(Self::caller(session.user_name, info, Via::Session { sid_hash })))
+        let info = self
+            .user_info(&session.user_name)
+            .await?
+            .ok_or_else(|| Error::auth("User disabled or missing"))?;
+        Ok(Some(Self::caller(
+            session.user_name,
+            info,
+            Via::Session { sid_hash },
+        )))
     }
 
     async fn check_key(&self, pair: &str) -> Result<String> {
-        let (key, secret) = pair.split_once(':').ok_or_else(|| Error::auth("Invalid Authorization header"))?;
-        let cached = self.key_cache.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned();
+        let (key, secret) = pair
+            .split_once(':')
+            .ok_or_else(|| Error::auth("Invalid Authorization header"))?;
+        let cached = self
+            .key_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned();
         let (user, hash) = match cached {
             Some((u, h, at)) if at.elapsed() < CACHE_TTL => (u, h),
             _ => {
                 let Some((u, h)) = self.store.api_key(key).await? else {
                     return Err(Error::auth("Invalid API key or secret"));
                 };
-                let h = TokenHash::from_hex(&h).ok_or_else(|| Error::internal("corrupt api secret hash"))?;
+                let h = TokenHash::from_hex(&h)
+                    .ok_or_else(|| Error::internal("corrupt api secret hash"))?;
                 let mut c = self.key_cache.lock().unwrap_or_else(|p| p.into_inner());
                 if c.len() > 10_000 {
                     c.clear();
@@ -345,14 +424,23 @@ fn check_csrf(headers: &HeaderMap, host: &str, token: &str) -> Result<()> {
             Err(Error::validation("Invalid Request: CSRF token mismatch"))
         };
     }
-    let Some(origin) = headers.get(http::header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+    let Some(origin) = headers
+        .get(http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+    else {
         return Ok(());
     };
-    let origin_host = origin.split_once("://").map(|(_, h)| h).unwrap_or(origin).trim_end_matches('/');
+    let origin_host = origin
+        .split_once("://")
+        .map(|(_, h)| h)
+        .unwrap_or(origin)
+        .trim_end_matches('/');
     if !host.is_empty() && origin_host.eq_ignore_ascii_case(host) {
         Ok(())
     } else {
-        Err(Error::validation("Invalid Request: cross-origin request without a CSRF token"))
+        Err(Error::validation(
+            "Invalid Request: cross-origin request without a CSRF token",
+        ))
     }
 }
 
@@ -393,19 +481,31 @@ mod tests {
         t.failed("a", ip);
         t.failed("a", ip);
         assert!(t.check("a", ip).is_err());
-        assert!(t.check("a", Some("10.0.0.1".parse().unwrap())).is_err(), "the user is locked from anywhere");
-        assert!(t.check("b", ip).is_ok(), "another user on the same IP is not, yet");
+        assert!(
+            t.check("a", Some("10.0.0.1".parse().unwrap())).is_err(),
+            "the user is locked from anywhere"
+        );
+        assert!(
+            t.check("b", ip).is_ok(),
+            "another user on the same IP is not, yet"
+        );
         for _ in 0..12 {
             t.failed("b", ip);
         }
-        assert!(t.check("c", ip).is_err(), "past five times the user limit the IP is locked too");
+        assert!(
+            t.check("c", ip).is_err(),
+            "past five times the user limit the IP is locked too"
+        );
     }
 
     #[test]
     fn csrf_lets_curl_through_but_not_other_origins() {
         let mut h = HeaderMap::new();
         assert!(check_csrf(&h, "cloud.localhost:30080", "tok").is_ok());
-        h.insert(http::header::ORIGIN, "http://cloud.localhost:30080".parse().unwrap());
+        h.insert(
+            http::header::ORIGIN,
+            "http://cloud.localhost:30080".parse().unwrap(),
+        );
         assert!(check_csrf(&h, "cloud.localhost:30080", "tok").is_ok());
         h.insert(http::header::ORIGIN, "http://evil.example".parse().unwrap());
         assert!(check_csrf(&h, "cloud.localhost:30080", "tok").is_err());

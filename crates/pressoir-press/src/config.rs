@@ -18,7 +18,8 @@ impl std::fmt::Debug for Bearer {
 
 /// The default bench's apps, as the agent's `local` driver offers them.
 pub const DEFAULT_APPS: [&str; 11] = [
-    "frappe", "erpnext", "hrms", "crm", "helpdesk", "insights", "lms", "wiki", "drive", "builder", "payments",
+    "frappe", "erpnext", "hrms", "crm", "helpdesk", "insights", "lms", "wiki", "drive", "builder",
+    "payments",
 ];
 
 /// A server Press registers (or refreshes) at every start, for example the embedded agent.

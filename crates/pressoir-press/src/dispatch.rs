@@ -116,7 +116,9 @@ impl Dispatcher {
     /// One unit of the agent's budget for `server`, or a pause until the next one.
     fn take_budget(&self, server: &str) -> bool {
         match self.pacer.check(server) {
-            Decision::Limited { retry_after_secs, .. } => {
+            Decision::Limited {
+                retry_after_secs, ..
+            } => {
                 self.pause(server, Duration::from_secs(retry_after_secs.max(1)));
                 false
             }
@@ -145,7 +147,10 @@ impl Dispatcher {
     /// Delivers what is due on every server, one batch per server at a time, in parallel.
     pub async fn dispatch_once(&self) -> Result<()> {
         let servers = self.store.servers_with_due_jobs(now_ms()).await?;
-        let work = servers.iter().filter(|s| !self.is_paused(s)).map(|s| self.deliver(s));
+        let work = servers
+            .iter()
+            .filter(|s| !self.is_paused(s))
+            .map(|s| self.deliver(s));
         for r in futures::future::join_all(work).await {
             r?;
         }
@@ -153,13 +158,18 @@ impl Dispatcher {
     }
 
     async fn deliver(&self, server_name: &str) -> Result<()> {
-        let Some(server) = self.store.server(server_name).await? else { return Ok(()) };
+        let Some(server) = self.store.server(server_name).await? else {
+            return Ok(());
+        };
         loop {
             if !self.take_budget(server_name) {
                 return Ok(());
             }
             let now = now_ms();
-            let due = self.store.claim_due(server_name, now, now + LEASE_MS, BATCH as i64).await?;
+            let due = self
+                .store
+                .claim_due(server_name, now, now + LEASE_MS, BATCH as i64)
+                .await?;
             if due.is_empty() {
                 return Ok(());
             }
@@ -173,11 +183,16 @@ impl Dispatcher {
 
     async fn deliver_batch(&self, server: &Server, due: &[Job]) -> Result<()> {
         let subs: Vec<Submission> = due.iter().map(submission).collect();
-        let r = self.client.submit(&server.agent_url, &server.agent_password, &subs).await;
-        self.observe(server, !matches!(r, Err(AgentError::Unavailable(_)))).await;
+        let r = self
+            .client
+            .submit(&server.agent_url, &server.agent_password, &subs)
+            .await;
+        self.observe(server, !matches!(r, Err(AgentError::Unavailable(_))))
+            .await;
         match r {
             Ok(ids) => {
-                let delivered: Vec<(String, String)> = due.iter().map(|j| j.name.clone()).zip(ids).collect();
+                let delivered: Vec<(String, String)> =
+                    due.iter().map(|j| j.name.clone()).zip(ids).collect();
                 self.store.mark_delivered_many(&delivered).await?;
                 if self.fast_poll {
                     self.poll_soon.notify_one();
@@ -188,9 +203,15 @@ impl Dispatcher {
                 tracing::info!(server = %server.name, wait_s = wait.as_secs(), "agent rate limit; holding jobs");
                 self.pause(&server.name, wait);
                 let names: Vec<String> = due.iter().map(|j| j.name.clone()).collect();
-                self.store.release(&names, now_ms() + wait.as_millis() as i64).await?;
+                self.store
+                    .release(&names, now_ms() + wait.as_millis() as i64)
+                    .await?;
             }
-            Err(AgentError::Rejected { status, message, index }) if status == 400 || status == 422 => {
+            Err(AgentError::Rejected {
+                status,
+                message,
+                index,
+            }) if status == 400 || status == 422 => {
                 let bad: Vec<usize> = match index {
                     Some(i) if i < due.len() => vec![i],
                     _ => (0..due.len()).collect(),
@@ -200,8 +221,12 @@ impl Dispatcher {
                     self.fail(&server.name, &due[i], &msg).await?;
                 }
                 // The rest of the batch was fine: due again at once, not at the lease's end.
-                let rest: Vec<String> =
-                    due.iter().enumerate().filter(|(i, _)| !bad.contains(i)).map(|(_, j)| j.name.clone()).collect();
+                let rest: Vec<String> = due
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !bad.contains(i))
+                    .map(|(_, j)| j.name.clone())
+                    .collect();
                 self.store.release(&rest, now_ms()).await?;
                 self.wake();
             }
@@ -210,7 +235,9 @@ impl Dispatcher {
                 let now = now_ms();
                 for job in due {
                     let backoff = backoff_ms(job.retry_count);
-                    self.store.mark_retry(&job.name, now + backoff, &e.to_string()).await?;
+                    self.store
+                        .mark_retry(&job.name, now + backoff, &e.to_string())
+                        .await?;
                 }
                 self.pause(&server.name, Duration::from_millis(500));
             }
@@ -268,7 +295,10 @@ impl Dispatcher {
     /// were unfinished, and how many changed.
     pub async fn poll_once(&self) -> Result<(bool, usize, usize)> {
         let servers = self.store.servers().await?;
-        let work = servers.iter().filter(|s| !self.is_paused(&s.name)).map(|s| self.poll_server(s));
+        let work = servers
+            .iter()
+            .filter(|s| !self.is_paused(&s.name))
+            .map(|s| self.poll_server(s));
         let (mut busy, mut changed, mut polled) = (false, 0, 0);
         for r in futures::future::join_all(work).await {
             let (b, c, p) = r?;
@@ -289,26 +319,44 @@ impl Dispatcher {
             return Ok((true, 0, polled));
         }
         let mut changed = 0;
-        let by_id: HashMap<String, String> =
-            active.iter().filter_map(|j| Some((j.agent_id.clone()?, j.name.clone()))).collect();
+        let by_id: HashMap<String, String> = active
+            .iter()
+            .filter_map(|j| Some((j.agent_id.clone()?, j.name.clone())))
+            .collect();
         let ids: Vec<String> = by_id.keys().cloned().collect();
-        let r = self.client.jobs(&server.agent_url, &server.agent_password, &ids).await;
-        self.observe(server, !matches!(r, Err(AgentError::Unavailable(_)))).await;
+        let r = self
+            .client
+            .jobs(&server.agent_url, &server.agent_password, &ids)
+            .await;
+        self.observe(server, !matches!(r, Err(AgentError::Unavailable(_))))
+            .await;
         match r {
             Ok(list) => {
                 // A job the agent answers without is one it never stored or lost (its store
                 // was reset): deliver it again; the agent deduplicates by our job name.
                 let known: std::collections::HashSet<String> = list
                     .iter()
-                    .filter_map(|v| v.get("id").map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string())))
+                    .filter_map(|v| {
+                        v.get("id").map(|i| {
+                            i.as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| i.to_string())
+                        })
+                    })
                     .collect();
-                let lost: Vec<String> = by_id.iter().filter(|(id, _)| !known.contains(*id)).map(|(_, n)| n.clone()).collect();
+                let lost: Vec<String> = by_id
+                    .iter()
+                    .filter(|(id, _)| !known.contains(*id))
+                    .map(|(_, n)| n.clone())
+                    .collect();
                 if !lost.is_empty() {
                     tracing::warn!(server = %server.name, jobs = lost.len(), "agent does not know some delivered jobs; redelivering");
                     self.store.redeliver(&lost).await?;
                     self.wake();
                 }
-                let n = self.apply(&server.name, &list, |id| by_id.get(id).cloned()).await?;
+                let n = self
+                    .apply(&server.name, &list, |id| by_id.get(id).cloned())
+                    .await?;
                 changed = n;
                 tracing::debug!(server = %server.name, polled = ids.len(), changed = n, "polled");
                 let names: Vec<String> = active.into_iter().map(|j| j.name).collect();
@@ -329,31 +377,52 @@ impl Dispatcher {
         let failures = {
             let mut m = self.health.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
-            let h = m.entry(server.name.clone()).or_insert(Health { failures: 0, last_counted: None, last_seen: now });
+            let h = m.entry(server.name.clone()).or_insert(Health {
+                failures: 0,
+                last_counted: None,
+                last_seen: now,
+            });
             h.last_seen = now;
             if reachable {
                 h.failures = 0;
                 h.last_counted = None;
-            } else if h.last_counted.is_none_or(|t| now.duration_since(t) >= self.health_interval * 3 / 4) {
+            } else if h
+                .last_counted
+                .is_none_or(|t| now.duration_since(t) >= self.health_interval * 3 / 4)
+            {
                 // Failures in a quick burst (a batch and its retry) are one outage, not three.
                 h.failures = h.failures.saturating_add(1);
                 h.last_counted = Some(now);
             }
             h.failures
         };
-        let Some(new) = domain::server_status_after_check(&server.status, reachable, failures, self.health_failures) else {
+        let Some(new) = domain::server_status_after_check(
+            &server.status,
+            reachable,
+            failures,
+            self.health_failures,
+        ) else {
             return;
         };
-        match self.store.set_server_status(&server.name, &server.status, new).await {
-            Ok(true) => tracing::warn!(server = %server.name, old = %server.status, new, failures, "server status changed"),
+        match self
+            .store
+            .set_server_status(&server.name, &server.status, new)
+            .await
+        {
+            Ok(true) => {
+                tracing::warn!(server = %server.name, old = %server.status, new, failures, "server status changed")
+            }
             Ok(false) => {}
-            Err(e) => tracing::warn!(server = %server.name, error = %e, "could not record the server's status"),
+            Err(e) => {
+                tracing::warn!(server = %server.name, error = %e, "could not record the server's status")
+            }
         }
     }
 
     fn heard_recently(&self, server: &str) -> bool {
         let m = self.health.lock().unwrap_or_else(|p| p.into_inner());
-        m.get(server).is_some_and(|h| h.last_seen.elapsed() < self.health_interval / 2)
+        m.get(server)
+            .is_some_and(|h| h.last_seen.elapsed() < self.health_interval / 2)
     }
 
     async fn health_loop(self: Arc<Self>, shutdown: Shutdown) {
@@ -387,16 +456,31 @@ impl Dispatcher {
             return;
         }
         let limit = self.health_interval.max(Duration::from_secs(3));
-        let reachable = match tokio::time::timeout(limit, self.client.ping(&server.agent_url, &server.agent_password)).await {
-            Ok(Ok(_)) | Ok(Err(AgentError::Limited(_))) | Ok(Err(AgentError::Rejected { .. })) => true,
+        let reachable = match tokio::time::timeout(
+            limit,
+            self.client.ping(&server.agent_url, &server.agent_password),
+        )
+        .await
+        {
+            Ok(Ok(_)) | Ok(Err(AgentError::Limited(_))) | Ok(Err(AgentError::Rejected { .. })) => {
+                true
+            }
             Ok(Err(AgentError::Unavailable(_))) | Err(_) => false,
         };
         self.observe(server, reachable).await;
     }
 
     /// Applies job JSON from an agent (push or poll); returns how many changed something.
-    pub async fn apply(&self, server: &str, jobs: &[Value], name_of_id: impl Fn(&str) -> Option<String>) -> Result<usize> {
-        let updates: Vec<JobUpdate> = jobs.iter().filter_map(|v| parse_job(v, &name_of_id)).collect();
+    pub async fn apply(
+        &self,
+        server: &str,
+        jobs: &[Value],
+        name_of_id: impl Fn(&str) -> Option<String>,
+    ) -> Result<usize> {
+        let updates: Vec<JobUpdate> = jobs
+            .iter()
+            .filter_map(|v| parse_job(v, &name_of_id))
+            .collect();
         self.store.apply_updates(server, &updates).await
     }
 }

@@ -11,7 +11,9 @@ pub mod site_status {
     pub const BROKEN: &str = "Broken";
     pub const ARCHIVED: &str = "Archived";
     pub const SUSPENDED: &str = "Suspended";
-    pub const ALL: [&str; 7] = [PENDING, INSTALLING, ACTIVE, INACTIVE, BROKEN, ARCHIVED, SUSPENDED];
+    pub const ALL: [&str; 7] = [
+        PENDING, INSTALLING, ACTIVE, INACTIVE, BROKEN, ARCHIVED, SUSPENDED,
+    ];
 }
 
 /// Agent job statuses on Press's side: the agent's four plus `Undelivered` before delivery.
@@ -60,13 +62,19 @@ pub mod job_type {
 /// Frappe Press's `validate_subdomain`.
 pub fn validate_subdomain(sub: &str) -> Result<()> {
     if sub.len() < 5 {
-        return Err(Error::validation("Subdomain too short. Use 5 or more characters"));
+        return Err(Error::validation(
+            "Subdomain too short. Use 5 or more characters",
+        ));
     }
     if sub.len() > 32 {
-        return Err(Error::validation("Subdomain too long. Use 32 or less characters"));
+        return Err(Error::validation(
+            "Subdomain too long. Use 32 or less characters",
+        ));
     }
     let b = sub.as_bytes();
-    let inner_ok = b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
+    let inner_ok = b
+        .iter()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
     let edge = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
     if !inner_ok || !edge(b[0]) || !edge(b[b.len() - 1]) {
         return Err(Error::validation(
@@ -84,10 +92,14 @@ pub fn validate_apps(apps: &[String], bench_apps: &[String]) -> Result<()> {
     }
     for (i, app) in apps.iter().enumerate() {
         if !bench_apps.iter().any(|b| b == app) {
-            return Err(Error::validation(format!("app '{app}' is not available on the bench")));
+            return Err(Error::validation(format!(
+                "app '{app}' is not available on the bench"
+            )));
         }
         if apps[..i].contains(app) {
-            return Err(Error::validation(format!("app '{app}' appears more than once")));
+            return Err(Error::validation(format!(
+                "app '{app}' appears more than once"
+            )));
         }
     }
     Ok(())
@@ -180,7 +192,12 @@ pub fn apps_after(job_type: &str, apps: &[String], app: &str) -> Option<Vec<Stri
 /// A server's status after a reachability check of its agent: Active turns Broken once
 /// `failures` consecutive failed checks reach `threshold`, Broken turns Active again on the
 /// first answer. Pending, Installing and Archived servers are not the health check's to change.
-pub fn server_status_after_check(status: &str, reachable: bool, failures: u32, threshold: u32) -> Option<&'static str> {
+pub fn server_status_after_check(
+    status: &str,
+    reachable: bool,
+    failures: u32,
+    threshold: u32,
+) -> Option<&'static str> {
     match (status, reachable) {
         ("Active", false) if failures >= threshold.max(1) => Some("Broken"),
         ("Broken", true) => Some("Active"),
@@ -199,9 +216,15 @@ mod tests {
     #[test]
     fn server_health_moves_only_active_and_broken() {
         assert_eq!(server_status_after_check("Active", false, 2, 3), None);
-        assert_eq!(server_status_after_check("Active", false, 3, 3), Some("Broken"));
+        assert_eq!(
+            server_status_after_check("Active", false, 3, 3),
+            Some("Broken")
+        );
         assert_eq!(server_status_after_check("Active", true, 0, 3), None);
-        assert_eq!(server_status_after_check("Broken", true, 0, 3), Some("Active"));
+        assert_eq!(
+            server_status_after_check("Broken", true, 0, 3),
+            Some("Active")
+        );
         assert_eq!(server_status_after_check("Broken", false, 9, 3), None);
         for other in ["Pending", "Installing", "Archived"] {
             assert_eq!(server_status_after_check(other, false, 99, 3), None);
@@ -213,7 +236,15 @@ mod tests {
     fn subdomains_follow_frappe_press() {
         assert!(validate_subdomain("mysite").is_ok());
         assert!(validate_subdomain("my-site-01").is_ok());
-        for bad in ["abcd", "-mysite", "mysite-", "MySite", "my_site", "my.site", &"a".repeat(33)] {
+        for bad in [
+            "abcd",
+            "-mysite",
+            "mysite-",
+            "MySite",
+            "my_site",
+            "my.site",
+            &"a".repeat(33),
+        ] {
             assert!(validate_subdomain(bad).is_err(), "{bad}");
         }
         assert!(validate_subdomain(&"a".repeat(32)).is_ok());
@@ -232,12 +263,30 @@ mod tests {
     #[test]
     fn site_status_follows_jobs() {
         use job_status as j;
-        assert_eq!(site_status_after(job_type::NEW_SITE, j::RUNNING, "Pending"), Some("Installing"));
-        assert_eq!(site_status_after(job_type::NEW_SITE, j::SUCCESS, "Installing"), Some("Active"));
-        assert_eq!(site_status_after(job_type::NEW_SITE, j::FAILURE, "Installing"), Some("Broken"));
-        assert_eq!(site_status_after(job_type::NEW_SITE, j::SUCCESS, "Active"), None);
-        assert_eq!(site_status_after(job_type::ARCHIVE_SITE, j::SUCCESS, "Active"), Some("Archived"));
-        assert_eq!(site_status_after(job_type::NEW_SITE, j::SUCCESS, "Archived"), None);
+        assert_eq!(
+            site_status_after(job_type::NEW_SITE, j::RUNNING, "Pending"),
+            Some("Installing")
+        );
+        assert_eq!(
+            site_status_after(job_type::NEW_SITE, j::SUCCESS, "Installing"),
+            Some("Active")
+        );
+        assert_eq!(
+            site_status_after(job_type::NEW_SITE, j::FAILURE, "Installing"),
+            Some("Broken")
+        );
+        assert_eq!(
+            site_status_after(job_type::NEW_SITE, j::SUCCESS, "Active"),
+            None
+        );
+        assert_eq!(
+            site_status_after(job_type::ARCHIVE_SITE, j::SUCCESS, "Active"),
+            Some("Archived")
+        );
+        assert_eq!(
+            site_status_after(job_type::NEW_SITE, j::SUCCESS, "Archived"),
+            None
+        );
     }
 
     #[test]
@@ -245,15 +294,30 @@ mod tests {
         assert!(validate_name("server", "app-server-1").is_ok());
         assert!(validate_name("server", "../x").is_err());
         assert!(validate_name("server", "a/b").is_err());
-        assert_eq!(full_site_name("mysite", "cloud.localhost"), "mysite.cloud.localhost");
-        assert_eq!(full_site_name("mysite.cloud.localhost", "cloud.localhost"), "mysite.cloud.localhost");
+        assert_eq!(
+            full_site_name("mysite", "cloud.localhost"),
+            "mysite.cloud.localhost"
+        );
+        assert_eq!(
+            full_site_name("mysite.cloud.localhost", "cloud.localhost"),
+            "mysite.cloud.localhost"
+        );
     }
 
     #[test]
     fn app_lists_change_once() {
         let apps = s(&["frappe"]);
-        assert_eq!(apps_after(job_type::INSTALL_APP, &apps, "hrms"), Some(s(&["frappe", "hrms"])));
-        assert_eq!(apps_after(job_type::INSTALL_APP, &s(&["frappe", "hrms"]), "hrms"), None);
-        assert_eq!(apps_after(job_type::UNINSTALL_APP, &s(&["frappe", "hrms"]), "hrms"), Some(apps));
+        assert_eq!(
+            apps_after(job_type::INSTALL_APP, &apps, "hrms"),
+            Some(s(&["frappe", "hrms"]))
+        );
+        assert_eq!(
+            apps_after(job_type::INSTALL_APP, &s(&["frappe", "hrms"]), "hrms"),
+            None
+        );
+        assert_eq!(
+            apps_after(job_type::UNINSTALL_APP, &s(&["frappe", "hrms"]), "hrms"),
+            Some(apps)
+        );
     }
 }

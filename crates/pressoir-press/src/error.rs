@@ -92,7 +92,8 @@ pub fn body(exc: &str, message: &str) -> serde_json::Value {
         "raise_exception": 1,
     })
     .to_string();
-    let server_messages = serde_json::Value::Array(vec![serde_json::Value::String(inner)]).to_string();
+    let server_messages =
+        serde_json::Value::Array(vec![serde_json::Value::String(inner)]).to_string();
     json!({
         "exc_type": exc,
         "exception": format!("frappe.exceptions.{exc}: {message}"),
@@ -129,7 +130,8 @@ mod tests {
     #[test]
     fn server_messages_are_json_strings_of_json() {
         let b = body("ValidationError", "plan 'Gold' does not exist");
-        let outer: Vec<String> = serde_json::from_str(b["_server_messages"].as_str().unwrap()).unwrap();
+        let outer: Vec<String> =
+            serde_json::from_str(b["_server_messages"].as_str().unwrap()).unwrap();
         let inner: serde_json::Value = serde_json::from_str(&outer[0]).unwrap();
         assert_eq!(inner["message"], "plan 'Gold' does not exist");
         assert_eq!(b["exc_type"], "ValidationError");

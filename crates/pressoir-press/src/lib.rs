@@ -6,10 +6,10 @@
 //! `store`, run site work itself (the agent does, over HTTP), or answer an error outside
 //! Frappe's body. Handlers are thin; rules live in `domain`, which does no I/O.
 
-pub mod backup_policy;
 pub mod agent;
 pub mod api;
 pub mod auth;
+pub mod backup_policy;
 pub mod billing;
 pub mod config;
 pub mod dispatch;
@@ -66,13 +66,19 @@ pub async fn seed(store: &Store, config: &Config) -> Result<()> {
         let hash = tokio::task::spawn_blocking(move || auth::hash_password(&pw))
             .await
             .map_err(|e| Error::internal(e.to_string()))??;
-        match store.create_user(ADMINISTRATOR, ADMINISTRATOR, &hash, true).await {
+        match store
+            .create_user(ADMINISTRATOR, ADMINISTRATOR, &hash, true)
+            .await
+        {
             Ok(()) | Err(Error::Frappe(ExcType::DuplicateEntryError, _)) => {}
             Err(e) => return Err(e),
         }
     }
     if store.team(ADMINISTRATOR).await?.is_none() {
-        match store.create_team(ADMINISTRATOR, ADMINISTRATOR, ADMINISTRATOR).await {
+        match store
+            .create_team(ADMINISTRATOR, ADMINISTRATOR, ADMINISTRATOR)
+            .await
+        {
             Ok(()) | Err(Error::Frappe(ExcType::DuplicateEntryError, _)) => {}
             Err(e) => return Err(e),
         }
@@ -112,12 +118,25 @@ pub struct Press {
 /// and returns the router with Press's rate limit applied, beside those tasks.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Press> {
     let d = &config.domain;
-    if d.is_empty() || d.len() > 200 || d.starts_with('.') || d.ends_with('.') || d.contains("..")
-        || !d.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+    if d.is_empty()
+        || d.len() > 200
+        || d.starts_with('.')
+        || d.ends_with('.')
+        || d.contains("..")
+        || !d
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
     {
-        return Err(Error::validation(format!("domain '{d}' must be a lowercase DNS name such as cloud.localhost")));
+        return Err(Error::validation(format!(
+            "domain '{d}' must be a lowercase DNS name such as cloud.localhost"
+        )));
     }
-    let store = open_store(&config.database_url, &config.db_schema, config.max_connections).await?;
+    let store = open_store(
+        &config.database_url,
+        &config.db_schema,
+        config.max_connections,
+    )
+    .await?;
     seed(&store, &config).await?;
     let dispatcher = dispatch::Dispatcher::new(
         store.clone(),
@@ -127,12 +146,23 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Press> {
         (config.health_interval, config.health_failures),
     );
     let mut tasks = dispatcher.spawn(shutdown.clone());
-    tasks.push(webhooks::deliver::spawn(store.clone(), config.webhooks.clone(), shutdown.clone()).1);
+    tasks
+        .push(webhooks::deliver::spawn(store.clone(), config.webhooks.clone(), shutdown.clone()).1);
     if let Some(b) = &config.billing {
-        tasks.extend(billing::worker::spawn(store.clone(), b.clone(), shutdown.clone())?);
+        tasks.extend(billing::worker::spawn(
+            store.clone(),
+            b.clone(),
+            shutdown.clone(),
+        )?);
     }
     if !config.backup_policies.is_empty() {
-        tasks.push(backup_policy::spawn(store.clone(), dispatcher.clone(), config.backup_policies.clone(), config.backup_tick, shutdown.clone()));
+        tasks.push(backup_policy::spawn(
+            store.clone(),
+            dispatcher.clone(),
+            config.backup_policies.clone(),
+            config.backup_tick,
+            shutdown.clone(),
+        ));
     }
     // Jobs recorded before a restart go out at once.
     dispatcher.wake();
@@ -149,7 +179,11 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Press> {
         }
     }));
     let state = Arc::new(api::AppState::new(store.clone(), config, dispatcher));
-    Ok(Press { router: api::router(state), tasks, store })
+    Ok(Press {
+        router: api::router(state),
+        tasks,
+        store,
+    })
 }
 
 /// The router of a started Press, for the `pressoir up` gateway; its background tasks stop
@@ -160,11 +194,19 @@ pub async fn app(config: Config, shutdown: Shutdown) -> Result<axum::Router> {
 
 /// [`app`] served on `listener` until `shutdown`; then waits for the background tasks and
 /// closes the store.
-pub async fn run(config: Config, listener: tokio::net::TcpListener, shutdown: Shutdown) -> Result<()> {
+pub async fn run(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: Shutdown,
+) -> Result<()> {
     let press = start(config, shutdown.clone()).await?;
     let served = pressoir_core::serve(listener, press.router, shutdown.clone()).await;
     shutdown.trigger();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), futures::future::join_all(press.tasks)).await;
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        futures::future::join_all(press.tasks),
+    )
+    .await;
     press.store.db.pool.close().await;
     served.map_err(|e| Error::internal(format!("serve: {e}")))
 }
@@ -180,7 +222,13 @@ pub async fn admin_new_team(store: &Store, name: &str, title: &str, owner: &str)
 }
 
 /// Creates a user with an argon2-hashed password, optionally in a team.
-pub async fn admin_new_user(store: &Store, name: &str, full_name: &str, password: &str, team: Option<&str>) -> Result<()> {
+pub async fn admin_new_user(
+    store: &Store,
+    name: &str,
+    full_name: &str,
+    password: &str,
+    team: Option<&str>,
+) -> Result<()> {
     domain::validate_name("user", name)?;
     if password.len() < 8 {
         return Err(Error::validation("password must be at least 8 characters"));
@@ -225,7 +273,9 @@ pub async fn admin_new_server(
     domain::validate_name("server", name)?;
     domain::validate_name("bench", bench)?;
     if !(agent_url.starts_with("http://") || agent_url.starts_with("https://")) {
-        return Err(Error::validation("agent_url must start with http:// or https://"));
+        return Err(Error::validation(
+            "agent_url must start with http:// or https://",
+        ));
     }
     if agent_password.is_empty() {
         return Err(Error::validation("agent_password must not be empty"));

@@ -70,7 +70,10 @@ pub struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("name", &self.name).field("agent_url", &self.agent_url).finish()
+        f.debug_struct("Server")
+            .field("name", &self.name)
+            .field("agent_url", &self.agent_url)
+            .finish()
     }
 }
 
@@ -159,7 +162,8 @@ pub struct JobUpdate {
 
 const SITE_COLS: &str = "id, name, subdomain, domain, team, plan, server, bench, status, apps, config, created, modified";
 const JOB_COLS: &str = "name, server, site_id, site_name, team, job_type, request_data, status, agent_id, steps, result, error, retry_count, next_retry_at, created, started, ended, duration_ms";
-const SERVER_COLS: &str = "name, title, team, status, agent_url, agent_password, use_for_new_sites, created";
+const SERVER_COLS: &str =
+    "name, title, team, status, agent_url, agent_password, use_for_new_sites, created";
 const PLAN_COLS: &str = "name, price_cents, currency, cpu_time_per_day, max_database_mb, max_storage_mb, billing_code, is_trial, enabled, idx";
 
 pub fn new_id() -> String {
@@ -196,13 +200,15 @@ impl Store {
     /// Creates a team and its owner's membership; 409 when the name is taken.
     pub async fn create_team(&self, name: &str, title: &str, owner: &str) -> Result<()> {
         let mut tx = self.db.pool.begin().await?;
-        let r = sqlx::query("INSERT INTO teams (name, title, owner, enabled, created) VALUES ($1, $2, $3, 1, $4)")
-            .bind(name)
-            .bind(title)
-            .bind(owner)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await;
+        let r = sqlx::query(
+            "INSERT INTO teams (name, title, owner, enabled, created) VALUES ($1, $2, $3, 1, $4)",
+        )
+        .bind(name)
+        .bind(title)
+        .bind(owner)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await;
         dup(r, || format!("team '{name}' already exists"))?;
         add_member_tx(&mut tx, name, owner).await?;
         sqlx::query("UPDATE users SET default_team = $1 WHERE name = $2 AND default_team IS NULL")
@@ -214,7 +220,13 @@ impl Store {
         Ok(())
     }
 
-    pub async fn create_user(&self, name: &str, full_name: &str, password_hash: &str, is_admin: bool) -> Result<()> {
+    pub async fn create_user(
+        &self,
+        name: &str,
+        full_name: &str,
+        password_hash: &str,
+        is_admin: bool,
+    ) -> Result<()> {
         let r = sqlx::query(
             "INSERT INTO users (name, full_name, password_hash, is_admin, enabled, default_team, created) VALUES ($1, $2, $3, $4, 1, NULL, $5)",
         )
@@ -251,16 +263,20 @@ impl Store {
     }
 
     pub async fn team(&self, name: &str) -> Result<Option<Team>> {
-        Ok(sqlx::query_as::<Any, Team>("SELECT name, title, owner, enabled, created FROM teams WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.db.pool)
-            .await?)
+        Ok(sqlx::query_as::<Any, Team>(
+            "SELECT name, title, owner, enabled, created FROM teams WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.db.pool)
+        .await?)
     }
 
     pub async fn teams(&self) -> Result<Vec<Team>> {
-        Ok(sqlx::query_as::<Any, Team>("SELECT name, title, owner, enabled, created FROM teams ORDER BY name")
-            .fetch_all(&self.db.pool)
-            .await?)
+        Ok(sqlx::query_as::<Any, Team>(
+            "SELECT name, title, owner, enabled, created FROM teams ORDER BY name",
+        )
+        .fetch_all(&self.db.pool)
+        .await?)
     }
 
     pub async fn sites_version(&self, team: &str) -> Result<i64> {
@@ -272,23 +288,31 @@ impl Store {
     }
 
     pub async fn teams_of(&self, user: &str) -> Result<Vec<String>> {
-        let rows: Vec<(String,)> = sqlx::query_as("SELECT team FROM team_members WHERE user_name = $1 ORDER BY team")
-            .bind(user)
-            .fetch_all(&self.db.pool)
-            .await?;
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT team FROM team_members WHERE user_name = $1 ORDER BY team")
+                .bind(user)
+                .fetch_all(&self.db.pool)
+                .await?;
         Ok(rows.into_iter().map(|r| r.0).collect())
     }
 
     pub async fn is_member(&self, team: &str, user: &str) -> Result<bool> {
-        let r: Option<(String,)> = sqlx::query_as("SELECT team FROM team_members WHERE team = $1 AND user_name = $2")
-            .bind(team)
-            .bind(user)
-            .fetch_optional(&self.db.pool)
-            .await?;
+        let r: Option<(String,)> =
+            sqlx::query_as("SELECT team FROM team_members WHERE team = $1 AND user_name = $2")
+                .bind(team)
+                .bind(user)
+                .fetch_optional(&self.db.pool)
+                .await?;
         Ok(r.is_some())
     }
 
-    pub async fn create_session(&self, sid_hash: &str, user: &str, csrf: &str, expires: i64) -> Result<()> {
+    pub async fn create_session(
+        &self,
+        sid_hash: &str,
+        user: &str,
+        csrf: &str,
+        expires: i64,
+    ) -> Result<()> {
         sqlx::query("INSERT INTO sessions (sid_hash, user_name, csrf_token, expires, created) VALUES ($1, $2, $3, $4, $5)")
             .bind(sid_hash)
             .bind(user)
@@ -301,30 +325,47 @@ impl Store {
     }
 
     pub async fn session(&self, sid_hash: &str) -> Result<Option<Session>> {
-        Ok(sqlx::query_as::<Any, Session>("SELECT user_name, csrf_token, expires FROM sessions WHERE sid_hash = $1")
-            .bind(sid_hash)
-            .fetch_optional(&self.db.pool)
-            .await?)
+        Ok(sqlx::query_as::<Any, Session>(
+            "SELECT user_name, csrf_token, expires FROM sessions WHERE sid_hash = $1",
+        )
+        .bind(sid_hash)
+        .fetch_optional(&self.db.pool)
+        .await?)
     }
 
     pub async fn delete_session(&self, sid_hash: &str) -> Result<()> {
-        sqlx::query("DELETE FROM sessions WHERE sid_hash = $1").bind(sid_hash).execute(&self.db.pool).await?;
+        sqlx::query("DELETE FROM sessions WHERE sid_hash = $1")
+            .bind(sid_hash)
+            .execute(&self.db.pool)
+            .await?;
         Ok(())
     }
 
     pub async fn purge_sessions(&self, now: i64) -> Result<u64> {
-        let r = sqlx::query("DELETE FROM sessions WHERE expires < $1").bind(now).execute(&self.db.pool).await?;
+        let r = sqlx::query("DELETE FROM sessions WHERE expires < $1")
+            .bind(now)
+            .execute(&self.db.pool)
+            .await?;
         Ok(r.rows_affected())
     }
 
     /// Sets (or replaces) the user's API key; returns the key, kept when it existed.
-    pub async fn set_api_secret(&self, user: &str, new_key: &str, secret_hash: &str) -> Result<String> {
+    pub async fn set_api_secret(
+        &self,
+        user: &str,
+        new_key: &str,
+        secret_hash: &str,
+    ) -> Result<String> {
         let mut tx = self.db.pool.begin().await?;
-        sqlx::query("UPDATE users SET enabled = enabled WHERE name = $1").bind(user).execute(&mut *tx).await?;
-        let existing: Option<(String,)> = sqlx::query_as("SELECT api_key FROM api_keys WHERE user_name = $1")
+        sqlx::query("UPDATE users SET enabled = enabled WHERE name = $1")
             .bind(user)
-            .fetch_optional(&mut *tx)
+            .execute(&mut *tx)
             .await?;
+        let existing: Option<(String,)> =
+            sqlx::query_as("SELECT api_key FROM api_keys WHERE user_name = $1")
+                .bind(user)
+                .fetch_optional(&mut *tx)
+                .await?;
         let key = match existing {
             Some((k,)) => {
                 sqlx::query("UPDATE api_keys SET secret_hash = $1 WHERE api_key = $2")
@@ -351,10 +392,12 @@ impl Store {
 
     /// `(user, secret_hash)` of an API key.
     pub async fn api_key(&self, key: &str) -> Result<Option<(String, String)>> {
-        Ok(sqlx::query_as("SELECT user_name, secret_hash FROM api_keys WHERE api_key = $1")
-            .bind(key)
-            .fetch_optional(&self.db.pool)
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT user_name, secret_hash FROM api_keys WHERE api_key = $1")
+                .bind(key)
+                .fetch_optional(&self.db.pool)
+                .await?,
+        )
     }
 
     // ---------- plans, servers, benches ----------
@@ -383,16 +426,20 @@ impl Store {
     }
 
     pub async fn plan(&self, name: &str) -> Result<Option<Plan>> {
-        Ok(sqlx::query_as::<Any, Plan>(&format!("SELECT {PLAN_COLS} FROM plans WHERE name = $1"))
-            .bind(name)
-            .fetch_optional(&self.db.pool)
-            .await?)
+        Ok(
+            sqlx::query_as::<Any, Plan>(&format!("SELECT {PLAN_COLS} FROM plans WHERE name = $1"))
+                .bind(name)
+                .fetch_optional(&self.db.pool)
+                .await?,
+        )
     }
 
     pub async fn plans(&self) -> Result<Vec<Plan>> {
-        Ok(sqlx::query_as::<Any, Plan>(&format!("SELECT {PLAN_COLS} FROM plans WHERE enabled = 1 ORDER BY idx, name"))
-            .fetch_all(&self.db.pool)
-            .await?)
+        Ok(sqlx::query_as::<Any, Plan>(&format!(
+            "SELECT {PLAN_COLS} FROM plans WHERE enabled = 1 ORDER BY idx, name"
+        ))
+        .fetch_all(&self.db.pool)
+        .await?)
     }
 
     /// Inserts a server, or for `update = true` refreshes an existing one's URL and password.
@@ -403,27 +450,36 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
         match (exists, update) {
-            (Some(_), false) => return Err(Error::duplicate(format!("server '{}' already exists", s.name))),
+            (Some(_), false) => {
+                return Err(Error::duplicate(format!(
+                    "server '{}' already exists",
+                    s.name
+                )));
+            }
             (Some(_), true) => {
-                sqlx::query("UPDATE servers SET agent_url = $1, agent_password = $2 WHERE name = $3")
-                    .bind(&s.agent_url)
-                    .bind(&s.agent_password)
-                    .bind(&s.name)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "UPDATE servers SET agent_url = $1, agent_password = $2 WHERE name = $3",
+                )
+                .bind(&s.agent_url)
+                .bind(&s.agent_password)
+                .bind(&s.name)
+                .execute(&mut *tx)
+                .await?;
             }
             (None, _) => {
-                let r = sqlx::query(&format!("INSERT INTO servers ({SERVER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))
-                    .bind(&s.name)
-                    .bind(&s.title)
-                    .bind(&s.team)
-                    .bind(&s.status)
-                    .bind(&s.agent_url)
-                    .bind(&s.agent_password)
-                    .bind(s.use_for_new_sites)
-                    .bind(s.created)
-                    .execute(&mut *tx)
-                    .await;
+                let r = sqlx::query(&format!(
+                    "INSERT INTO servers ({SERVER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                ))
+                .bind(&s.name)
+                .bind(&s.title)
+                .bind(&s.team)
+                .bind(&s.status)
+                .bind(&s.agent_url)
+                .bind(&s.agent_password)
+                .bind(s.use_for_new_sites)
+                .bind(s.created)
+                .execute(&mut *tx)
+                .await;
                 dup(r, || format!("server '{}' already exists", s.name))?;
             }
         }
@@ -432,16 +488,20 @@ impl Store {
     }
 
     pub async fn server(&self, name: &str) -> Result<Option<Server>> {
-        Ok(sqlx::query_as::<Any, Server>(&format!("SELECT {SERVER_COLS} FROM servers WHERE name = $1"))
-            .bind(name)
-            .fetch_optional(&self.db.pool)
-            .await?)
+        Ok(sqlx::query_as::<Any, Server>(&format!(
+            "SELECT {SERVER_COLS} FROM servers WHERE name = $1"
+        ))
+        .bind(name)
+        .fetch_optional(&self.db.pool)
+        .await?)
     }
 
     pub async fn servers(&self) -> Result<Vec<Server>> {
-        Ok(sqlx::query_as::<Any, Server>(&format!("SELECT {SERVER_COLS} FROM servers WHERE status <> 'Archived' ORDER BY created, name"))
-            .fetch_all(&self.db.pool)
-            .await?)
+        Ok(sqlx::query_as::<Any, Server>(&format!(
+            "SELECT {SERVER_COLS} FROM servers WHERE status <> 'Archived' ORDER BY created, name"
+        ))
+        .fetch_all(&self.db.pool)
+        .await?)
     }
 
     /// Moves a server from `old` to `new` and records its `server.status_changed` event, in
@@ -459,10 +519,12 @@ impl Store {
             tx.rollback().await?;
             return Ok(false);
         }
-        let server = sqlx::query_as::<Any, Server>(&format!("SELECT {SERVER_COLS} FROM servers WHERE name = $1"))
-            .bind(name)
-            .fetch_one(&mut *tx)
-            .await?;
+        let server = sqlx::query_as::<Any, Server>(&format!(
+            "SELECT {SERVER_COLS} FROM servers WHERE name = $1"
+        ))
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?;
         crate::webhooks::store::server_status_changed(&mut tx, &server, old, new).await?;
         tx.commit().await?;
         Ok(true)
@@ -499,19 +561,22 @@ impl Store {
 
     /// Sites on a server and its jobs waiting and running, for `server.status`.
     pub async fn server_counts(&self, server: &str) -> Result<(i64, i64, i64)> {
-        let (sites,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM sites WHERE server = $1 AND status <> 'Archived'")
-            .bind(server)
-            .fetch_one(&self.db.pool)
-            .await?;
-        let (pending,): (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE server = $1 AND status IN ('Undelivered', 'Pending')")
+        let (sites,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM sites WHERE server = $1 AND status <> 'Archived'")
                 .bind(server)
                 .fetch_one(&self.db.pool)
                 .await?;
-        let (running,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE server = $1 AND status = 'Running'")
-            .bind(server)
-            .fetch_one(&self.db.pool)
-            .await?;
+        let (pending,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM jobs WHERE server = $1 AND status IN ('Undelivered', 'Pending')",
+        )
+        .bind(server)
+        .fetch_one(&self.db.pool)
+        .await?;
+        let (running,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE server = $1 AND status = 'Running'")
+                .bind(server)
+                .fetch_one(&self.db.pool)
+                .await?;
         Ok((sites, pending, running))
     }
 
@@ -548,7 +613,12 @@ impl Store {
 
     /// Records a job for an existing site if the site is still in one of `allowed` states and
     /// has no unfinished job of the same type; both checks and the insert are one transaction.
-    pub async fn queue_site_job(&self, site: &Site, job: &NewJob, allowed: &[&str]) -> Result<String> {
+    pub async fn queue_site_job(
+        &self,
+        site: &Site,
+        job: &NewJob,
+        allowed: &[&str],
+    ) -> Result<String> {
         let mut tx = self.db.pool.begin().await?;
         // Touch the row first so a concurrent transaction on the same site serialises behind this one.
         sqlx::query("UPDATE sites SET modified = $1 WHERE id = $2")
@@ -574,7 +644,10 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         if busy.is_some() && job.job_type == domain::job_type::ARCHIVE_SITE {
-            return Err(Error::validation(format!("Site {} is already being archived", site.name)));
+            return Err(Error::validation(format!(
+                "Site {} is already being archived",
+                site.name
+            )));
         }
         let name = insert_job_tx(&mut tx, job, site).await?;
         bump_tx(&mut tx, &site.team).await?;
@@ -601,17 +674,29 @@ impl Store {
     }
 
     pub async fn site_by_id(&self, id: &str) -> Result<Option<Site>> {
-        Ok(sqlx::query_as::<Any, Site>(&format!("SELECT {SITE_COLS} FROM sites WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.db.pool)
-            .await?)
+        Ok(
+            sqlx::query_as::<Any, Site>(&format!("SELECT {SITE_COLS} FROM sites WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(&self.db.pool)
+                .await?,
+        )
     }
 
     /// A team's sites, newest first; `status` filters, otherwise every non-archived site.
-    pub async fn sites(&self, team: &str, status: Option<&str>, start: i64, limit: i64) -> Result<Vec<Site>> {
+    pub async fn sites(
+        &self,
+        team: &str,
+        status: Option<&str>,
+        start: i64,
+        limit: i64,
+    ) -> Result<Vec<Site>> {
         let sql = match status {
-            Some(_) => format!("SELECT {SITE_COLS} FROM sites WHERE team = $1 AND status = $2 ORDER BY created DESC, id DESC LIMIT $3 OFFSET $4"),
-            None => format!("SELECT {SITE_COLS} FROM sites WHERE team = $1 AND status <> $2 ORDER BY created DESC, id DESC LIMIT $3 OFFSET $4"),
+            Some(_) => format!(
+                "SELECT {SITE_COLS} FROM sites WHERE team = $1 AND status = $2 ORDER BY created DESC, id DESC LIMIT $3 OFFSET $4"
+            ),
+            None => format!(
+                "SELECT {SITE_COLS} FROM sites WHERE team = $1 AND status <> $2 ORDER BY created DESC, id DESC LIMIT $3 OFFSET $4"
+            ),
         };
         Ok(sqlx::query_as::<Any, Site>(&sql)
             .bind(team)
@@ -634,10 +719,12 @@ impl Store {
     }
 
     pub async fn job(&self, name: &str) -> Result<Option<Job>> {
-        Ok(sqlx::query_as::<Any, Job>(&format!("SELECT {JOB_COLS} FROM jobs WHERE name = $1"))
-            .bind(name)
-            .fetch_optional(&self.db.pool)
-            .await?)
+        Ok(
+            sqlx::query_as::<Any, Job>(&format!("SELECT {JOB_COLS} FROM jobs WHERE name = $1"))
+                .bind(name)
+                .fetch_optional(&self.db.pool)
+                .await?,
+        )
     }
 
     // ---------- the dispatcher's side ----------
@@ -645,7 +732,13 @@ impl Store {
     /// Claims up to `limit` due jobs of a server until `lease_until`, oldest first. One
     /// statement, so two Press replicas never claim the same job (a claim that outlives its
     /// holder simply expires; delivery is idempotent at the agent anyway).
-    pub async fn claim_due(&self, server: &str, now: i64, lease_until: i64, limit: i64) -> Result<Vec<Job>> {
+    pub async fn claim_due(
+        &self,
+        server: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<Job>> {
         let mut jobs = sqlx::query_as::<Any, Job>(&format!(
             "UPDATE jobs SET next_retry_at = $1 WHERE name IN (SELECT name FROM jobs WHERE server = $2 AND status = 'Undelivered' AND next_retry_at <= $3 ORDER BY name LIMIT $4) AND status = 'Undelivered' AND next_retry_at <= $3 RETURNING {JOB_COLS}"
         ))
@@ -663,11 +756,13 @@ impl Store {
     pub async fn release(&self, names: &[String], at: i64) -> Result<()> {
         let mut tx = self.db.pool.begin().await?;
         for n in names {
-            sqlx::query("UPDATE jobs SET next_retry_at = $1 WHERE name = $2 AND status = 'Undelivered'")
-                .bind(at)
-                .bind(n)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE jobs SET next_retry_at = $1 WHERE name = $2 AND status = 'Undelivered'",
+            )
+            .bind(at)
+            .bind(n)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -691,11 +786,12 @@ impl Store {
 
     /// Servers with undelivered jobs due now.
     pub async fn servers_with_due_jobs(&self, now: i64) -> Result<Vec<String>> {
-        let rows: Vec<(String,)> =
-            sqlx::query_as("SELECT DISTINCT server FROM jobs WHERE status = 'Undelivered' AND next_retry_at <= $1")
-                .bind(now)
-                .fetch_all(&self.db.pool)
-                .await?;
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT DISTINCT server FROM jobs WHERE status = 'Undelivered' AND next_retry_at <= $1",
+        )
+        .bind(now)
+        .fetch_all(&self.db.pool)
+        .await?;
         Ok(rows.into_iter().map(|r| r.0).collect())
     }
 
@@ -726,7 +822,11 @@ impl Store {
     pub async fn mark_polled(&self, names: &[String], now: i64) -> Result<()> {
         let mut tx = self.db.pool.begin().await?;
         for n in names {
-            sqlx::query("UPDATE jobs SET polled_at = $1 WHERE name = $2").bind(now).bind(n).execute(&mut *tx).await?;
+            sqlx::query("UPDATE jobs SET polled_at = $1 WHERE name = $2")
+                .bind(now)
+                .bind(n)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -745,13 +845,20 @@ impl Store {
         let mut changed = 0;
         for chunk in updates.chunks(100) {
             let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
-            let sql = format!("SELECT {JOB_COLS} FROM jobs WHERE server = $1 AND name IN ({})", marks.join(", "));
+            let sql = format!(
+                "SELECT {JOB_COLS} FROM jobs WHERE server = $1 AND name IN ({})",
+                marks.join(", ")
+            );
             let mut q = sqlx::query_as::<Any, Job>(&sql).bind(server);
             for u in chunk {
                 q = q.bind(&u.name);
             }
-            let seen: std::collections::HashMap<String, Job> =
-                q.fetch_all(&self.db.pool).await?.into_iter().map(|j| (j.name.clone(), j)).collect();
+            let seen: std::collections::HashMap<String, Job> = q
+                .fetch_all(&self.db.pool)
+                .await?
+                .into_iter()
+                .map(|j| (j.name.clone(), j))
+                .collect();
             let todo: Vec<(&JobUpdate, &Job, String)> = chunk
                 .iter()
                 .filter_map(|u| {
@@ -798,12 +905,21 @@ impl Store {
                 if u.status == job_status::FAILURE {
                     crate::webhooks::store::job_failed(&mut tx, job, u.error.as_deref()).await?;
                 }
-                crate::webhooks::store::backup_job_finished(&mut tx, job, u.status, u.result.as_ref(), u.error.as_deref()).await?;
+                crate::webhooks::store::backup_job_finished(
+                    &mut tx,
+                    job,
+                    u.status,
+                    u.result.as_ref(),
+                    u.error.as_deref(),
+                )
+                .await?;
                 if let Some(site_id) = &job.site_id {
-                    let site = sqlx::query_as::<Any, Site>(&format!("SELECT {SITE_COLS} FROM sites WHERE id = $1"))
-                        .bind(site_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
+                    let site = sqlx::query_as::<Any, Site>(&format!(
+                        "SELECT {SITE_COLS} FROM sites WHERE id = $1"
+                    ))
+                    .bind(site_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
                     if let Some(site) = site {
                         apply_site_effects(&mut tx, job, u.status, &site, now).await?;
                     }
@@ -833,7 +949,10 @@ impl Store {
     }
 
     /// Site events not yet handed to the webhook sender, oldest first (issue 7 reads these).
-    pub async fn pending_events(&self, limit: i64) -> Result<Vec<(String, String, String, String)>> {
+    pub async fn pending_events(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(String, String, String, String)>> {
         Ok(sqlx::query_as(
             "SELECT id, event, team, payload FROM site_events WHERE delivered = 0 ORDER BY created, id LIMIT $1",
         )
@@ -843,7 +962,13 @@ impl Store {
     }
 }
 
-async fn apply_site_effects(tx: &mut Transaction<'_, Any>, job: &Job, status: &str, site: &Site, now: i64) -> Result<()> {
+async fn apply_site_effects(
+    tx: &mut Transaction<'_, Any>,
+    job: &Job,
+    status: &str,
+    site: &Site,
+    now: i64,
+) -> Result<()> {
     use domain::job_type as t;
     if let Some(next) = domain::site_status_after(&job.job_type, status, &site.status) {
         // An archived name frees its slot; a live site reusing it meanwhile keeps it.
@@ -877,7 +1002,8 @@ async fn apply_site_effects(tx: &mut Transaction<'_, Any>, job: &Job, status: &s
             }
         }
         t::UPDATE_CONFIG => {
-            let mut config: serde_json::Map<String, Value> = serde_json::from_str(&site.config).unwrap_or_default();
+            let mut config: serde_json::Map<String, Value> =
+                serde_json::from_str(&site.config).unwrap_or_default();
             if let Some(new) = data["config"].as_object() {
                 for (k, v) in new {
                     config.insert(k.clone(), v.clone());
@@ -926,7 +1052,13 @@ async fn insert_job_tx(tx: &mut Transaction<'_, Any>, job: &NewJob, site: &Site)
 /// Records a site event in the caller's transaction: the one place every site change passes,
 /// so the event exists exactly when the change committed. Webhook delivery (and billing) read
 /// this outbox; `site_events.delivered` is theirs to set.
-async fn event_tx(tx: &mut Transaction<'_, Any>, event: &str, site: &Site, old: Option<&str>, status: &str) -> Result<()> {
+async fn event_tx(
+    tx: &mut Transaction<'_, Any>,
+    event: &str,
+    site: &Site,
+    old: Option<&str>,
+    status: &str,
+) -> Result<()> {
     let mut data = json!({
         "doctype": "Site", "name": site.name, "status": status, "team": site.team, "plan": site.plan,
         "server": site.server, "bench": site.bench, "apps": site.app_list(),

@@ -25,14 +25,21 @@ fn flag(ctx: &Ctx, key: &str) -> bool {
 /// The "Archive Site" job `site.archive` queues: with an offsite backup first when Press is
 /// configured so (`archive_backup`) and the call does not say `skip_backup`; the agent then
 /// archives only once the backup is uploaded.
-pub(super) fn archive_job(ctx: &Ctx, site: &crate::store::Site, force: bool) -> (Value, &'static [&'static str]) {
+pub(super) fn archive_job(
+    ctx: &Ctx,
+    site: &crate::store::Site,
+    force: bool,
+) -> (Value, &'static [&'static str]) {
     if ctx.st.config.archive_backup && !flag(ctx, "skip_backup") {
         (
             json!({"name": site.name, "bench": site.bench, "force": force, "offsite_backup": true, "with_files": true}),
             &["Backup Site", "Upload Site Backup", "Archive Site"],
         )
     } else {
-        (json!({"name": site.name, "bench": site.bench, "force": force}), &["Archive Site"])
+        (
+            json!({"name": site.name, "bench": site.bench, "force": force}),
+            &["Archive Site"],
+        )
     }
 }
 
@@ -69,7 +76,8 @@ pub(super) async fn backups(ctx: &Ctx) -> Result<Response> {
                 .and_then(|r| serde_json::from_str(r).ok())
                 .unwrap_or(Value::Null);
             let is_backup = j.job_type == BACKUP_SITE
-                || (j.job_type == crate::domain::job_type::ARCHIVE_SITE && result.get("backup").is_some());
+                || (j.job_type == crate::domain::job_type::ARCHIVE_SITE
+                    && result.get("backup").is_some());
             if !is_backup {
                 return None;
             }
@@ -105,7 +113,9 @@ pub(super) async fn restore(ctx: &Ctx) -> Result<Response> {
         .chars()
         .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.' | '/'));
     if backup.is_empty() || backup.len() > 400 || !ok_chars {
-        return Err(Error::validation("'backup' must be a backup name from press.api.site.backups"));
+        return Err(Error::validation(
+            "'backup' must be a backup name from press.api.site.backups",
+        ));
     }
     // Only this team's backups: a backup of another site must be one of the team's sites.
     if let Some((of, _)) = backup.rsplit_once('/')

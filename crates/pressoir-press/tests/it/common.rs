@@ -131,7 +131,11 @@ impl Cloud {
         cfg.rate_limit = self.opts.press_rate;
         cfg.agent_rate_limit = self.opts.agent_rate;
         cfg.poll_interval = self.opts.poll_interval;
-        cfg.servers = vec![ServerSeed::new("app-server-1", &self.agent_url(), Secret::new(AGENT_PW))];
+        cfg.servers = vec![ServerSeed::new(
+            "app-server-1",
+            &self.agent_url(),
+            Secret::new(AGENT_PW),
+        )];
         if let Some(t) = self.opts.session_ttl {
             cfg.session_ttl = t;
         }
@@ -226,7 +230,11 @@ impl Cloud {
     async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(r) = self.http.get(format!("{}/api/method/ping", self.url())).send().await
+            if let Ok(r) = self
+                .http
+                .get(format!("{}/api/method/ping", self.url()))
+                .send()
+                .await
                 && r.status() == 200
             {
                 return;
@@ -256,7 +264,9 @@ impl Cloud {
     pub async fn login_token(&self, usr: &str, pwd: &str) -> Client {
         let mut c = self.guest();
         c.login(usr, pwd).await;
-        let (s, b) = c.post("press.api.account.create_api_secret", json!({})).await;
+        let (s, b) = c
+            .post("press.api.account.create_api_secret", json!({}))
+            .await;
         assert_eq!(s, 200, "{b}");
         let key = b["message"]["api_key"].as_str().unwrap();
         let secret = b["message"]["api_secret"].as_str().unwrap();
@@ -267,8 +277,15 @@ impl Cloud {
 
     pub async fn drop_schema(&self) {
         if let Backend::Postgres(u) = &self.backend {
-            let db = pressoir_core::db::Db::connect(u, "public", 1).await.unwrap();
-            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.schema)).execute(&db.pool).await;
+            let db = pressoir_core::db::Db::connect(u, "public", 1)
+                .await
+                .unwrap();
+            let _ = sqlx::query(&format!(
+                "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+                self.schema
+            ))
+            .execute(&db.pool)
+            .await;
         }
     }
 
@@ -303,7 +320,9 @@ pub struct Client {
 
 impl Client {
     fn req(&self, method: reqwest::Method, name: &str) -> reqwest::RequestBuilder {
-        let mut r = self.http.request(method, format!("{}/api/method/{name}", self.base));
+        let mut r = self
+            .http
+            .request(method, format!("{}/api/method/{name}", self.base));
         if let Some(a) = &self.auth {
             r = r.header("Authorization", a);
         }
@@ -316,7 +335,10 @@ impl Client {
         r
     }
 
-    pub async fn send(&self, r: reqwest::RequestBuilder) -> (u16, Value, reqwest::header::HeaderMap) {
+    pub async fn send(
+        &self,
+        r: reqwest::RequestBuilder,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
         let resp = r.send().await.unwrap();
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
@@ -326,22 +348,33 @@ impl Client {
     }
 
     pub async fn post(&self, name: &str, body: Value) -> (u16, Value) {
-        let (s, b, _) = self.send(self.req(reqwest::Method::POST, name).json(&body)).await;
+        let (s, b, _) = self
+            .send(self.req(reqwest::Method::POST, name).json(&body))
+            .await;
         (s, b)
     }
 
-    pub async fn post_full(&self, name: &str, body: Value) -> (u16, Value, reqwest::header::HeaderMap) {
-        self.send(self.req(reqwest::Method::POST, name).json(&body)).await
+    pub async fn post_full(
+        &self,
+        name: &str,
+        body: Value,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        self.send(self.req(reqwest::Method::POST, name).json(&body))
+            .await
     }
 
     pub async fn get(&self, name: &str, query: &[(&str, &str)]) -> (u16, Value) {
-        let (s, b, _) = self.send(self.req(reqwest::Method::GET, name).query(query)).await;
+        let (s, b, _) = self
+            .send(self.req(reqwest::Method::GET, name).query(query))
+            .await;
         (s, b)
     }
 
     /// A GET with a JSON body, as the reference's `server.status` example sends it.
     pub async fn get_json(&self, name: &str, body: Value) -> (u16, Value) {
-        let (s, b, _) = self.send(self.req(reqwest::Method::GET, name).json(&body)).await;
+        let (s, b, _) = self
+            .send(self.req(reqwest::Method::GET, name).json(&body))
+            .await;
         (s, b)
     }
 
@@ -351,7 +384,9 @@ impl Client {
 
     /// `login` with JSON; keeps the `sid` cookie.
     pub async fn login(&mut self, usr: &str, pwd: &str) {
-        let (s, b, h) = self.post_full("login", json!({"usr": usr, "pwd": pwd})).await;
+        let (s, b, h) = self
+            .post_full("login", json!({"usr": usr, "pwd": pwd}))
+            .await;
         assert_eq!(s, 200, "login {usr}: {b}");
         self.cookie = Some(sid_of(&h).expect("a sid cookie"));
     }
@@ -359,7 +394,10 @@ impl Client {
     /// `site.new`, asserting success; returns (site, job).
     pub async fn new_site(&self, sub: &str, apps: &[&str]) -> (String, String) {
         let (s, b) = self
-            .post("press.api.site.new", json!({"site": {"name": sub, "apps": apps, "plan": "Starter"}}))
+            .post(
+                "press.api.site.new",
+                json!({"site": {"name": sub, "apps": apps, "plan": "Starter"}}),
+            )
             .await;
         assert_eq!(s, 200, "site.new {sub}: {b}");
         (
@@ -377,7 +415,11 @@ impl Client {
             if b["message"]["status"] == status {
                 return b["message"].clone();
             }
-            assert!(Instant::now() < deadline, "{site} stayed {} (wanted {status})", b["message"]["status"]);
+            assert!(
+                Instant::now() < deadline,
+                "{site} stayed {} (wanted {status})",
+                b["message"]["status"]
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
@@ -401,12 +443,16 @@ pub fn sid_of(h: &reqwest::header::HeaderMap) -> Option<String> {
     h.get_all("set-cookie")
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .find_map(|c| c.strip_prefix("sid=").map(|r| r.split(';').next().unwrap_or("").to_string()))
+        .find_map(|c| {
+            c.strip_prefix("sid=")
+                .map(|r| r.split(';').next().unwrap_or("").to_string())
+        })
 }
 
 /// The `message` of the first `_server_messages` entry.
 pub fn server_message(b: &Value) -> String {
-    let outer: Vec<String> = serde_json::from_str(b["_server_messages"].as_str().unwrap_or("[]")).unwrap_or_default();
+    let outer: Vec<String> =
+        serde_json::from_str(b["_server_messages"].as_str().unwrap_or("[]")).unwrap_or_default();
     outer
         .first()
         .and_then(|s| serde_json::from_str::<Value>(s).ok())

@@ -5,7 +5,11 @@ use std::time::Duration;
 
 #[tokio::test]
 async fn the_press_api_answers_429_past_its_limit() {
-    let opts = Opts { press_rate: RateSpec::per(5, Duration::from_secs(60)), agent: false, ..Opts::default() };
+    let opts = Opts {
+        press_rate: RateSpec::per(5, Duration::from_secs(60)),
+        agent: false,
+        ..Opts::default()
+    };
     let cloud = Cloud::start(&Backend::Sqlite, opts).await;
     let guest = cloud.guest();
     // (The start-up probe already spent one of the five.)
@@ -19,7 +23,11 @@ async fn the_press_api_answers_429_past_its_limit() {
             break;
         }
     }
-    assert!(seen.len() <= 5, "the limit let {} calls through", seen.len());
+    assert!(
+        seen.len() <= 5,
+        "the limit let {} calls through",
+        seen.len()
+    );
     let (s, body, h) = seen.pop().unwrap();
     assert_eq!(s, 429);
     assert_eq!(body["exc_type"], "TooManyRequestsError");
@@ -27,7 +35,10 @@ async fn the_press_api_answers_429_past_its_limit() {
     assert_eq!(h.get("x-ratelimit-limit").unwrap(), "5");
     assert_eq!(h.get("x-ratelimit-remaining").unwrap(), "0");
     assert!(h.get("x-ratelimit-reset").is_some());
-    assert!(seen.iter().all(|(s, _, h)| *s == 200 && h.get("x-ratelimit-remaining").is_some()));
+    assert!(
+        seen.iter()
+            .all(|(s, _, h)| *s == 200 && h.get("x-ratelimit-remaining").is_some())
+    );
     // Another credential has its own budget.
     let mut other = cloud.guest();
     other.auth = Some("token a:b".into());
@@ -56,16 +67,25 @@ async fn a_burst_beyond_the_agents_limit_ends_all_active() {
         assert_eq!(created.len(), n);
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
-            let (_, body) = admin.get("press.api.site.list", &[("status", "Active")]).await;
+            let (_, body) = admin
+                .get("press.api.site.list", &[("status", "Active")])
+                .await;
             let active = body["message"].as_array().unwrap().len();
             if active == n {
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "only {active} of {n} Active");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {active} of {n} Active"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let (_, body) = admin.get("press.api.site.list", &[]).await;
-        assert_eq!(body["message"].as_array().unwrap().len(), n, "no extra sites");
+        assert_eq!(
+            body["message"].as_array().unwrap().len(),
+            n,
+            "no extra sites"
+        );
         // The agent made each site exactly once: one directory each, one New Site job each.
         let sites = std::fs::read_dir(cloud.agent_dir().join("benches/bench-0001/sites"))
             .unwrap()

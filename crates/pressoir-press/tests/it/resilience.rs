@@ -3,7 +3,11 @@ use std::time::Duration;
 
 async fn count_dirs(cloud: &Cloud, prefix: &str) -> usize {
     std::fs::read_dir(cloud.agent_dir().join("benches/bench-0001/sites"))
-        .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with(prefix)).count())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+                .count()
+        })
         .unwrap_or(0)
 }
 
@@ -12,16 +16,27 @@ async fn count_dirs(cloud: &Cloud, prefix: &str) -> usize {
 #[tokio::test]
 async fn no_job_is_lost_or_run_twice_across_restarts() {
     for b in backends() {
-        let mut cloud = Cloud::start(&b, Opts { agent: false, ..Opts::default() }).await;
+        let mut cloud = Cloud::start(
+            &b,
+            Opts {
+                agent: false,
+                ..Opts::default()
+            },
+        )
+        .await;
         let admin = cloud.admin().await;
         let mut sites = Vec::new();
         for i in 0..4 {
             sites.push(admin.new_site(&format!("down{i}"), &["frappe"]).await.0);
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let (_, body) = admin.get("press.api.site.get", &[("name", &sites[0])]).await;
+        let (_, body) = admin
+            .get("press.api.site.get", &[("name", &sites[0])])
+            .await;
         assert_eq!(body["message"]["status"], "Pending");
-        let (_, body) = admin.get("press.api.site.jobs", &[("name", &sites[0])]).await;
+        let (_, body) = admin
+            .get("press.api.site.jobs", &[("name", &sites[0])])
+            .await;
         assert_eq!(body["message"][0]["status"], "Pending");
         assert_eq!(body["message"][0]["delivery_status"], "Undelivered");
 
@@ -66,7 +81,14 @@ async fn no_job_is_lost_or_run_twice_across_restarts() {
 /// Without pushes, batched polling alone brings sites to Active.
 #[tokio::test]
 async fn polling_alone_catches_every_update() {
-    let cloud = Cloud::start(&Backend::Sqlite, Opts { push: false, ..Opts::default() }).await;
+    let cloud = Cloud::start(
+        &Backend::Sqlite,
+        Opts {
+            push: false,
+            ..Opts::default()
+        },
+    )
+    .await;
     let admin = cloud.admin().await;
     let (site, job) = admin.new_site("polled", &["frappe", "erpnext"]).await;
     admin.wait_status(&site, "Active", 20).await;
@@ -78,7 +100,10 @@ async fn polling_alone_catches_every_update() {
 /// Pushes alone (polling every hour) are enough too.
 #[tokio::test]
 async fn pushes_alone_bring_sites_to_active() {
-    let opts = Opts { poll_interval: Duration::from_secs(3600), ..Opts::default() };
+    let opts = Opts {
+        poll_interval: Duration::from_secs(3600),
+        ..Opts::default()
+    };
     let cloud = Cloud::start(&Backend::Sqlite, opts).await;
     let admin = cloud.admin().await;
     let (site, _) = admin.new_site("pushed", &["frappe"]).await;
@@ -119,7 +144,9 @@ async fn jobs_an_agent_lost_are_delivered_again() {
         let (site, job) = admin.new_site("lostjob", &["frappe"]).await;
         admin.wait_status(&site, "Active", 20).await;
         let cfg = cloud.press_config();
-        let store = pressoir_press::open_store(&cfg.database_url, &cfg.db_schema, 1).await.unwrap();
+        let store = pressoir_press::open_store(&cfg.database_url, &cfg.db_schema, 1)
+            .await
+            .unwrap();
         sqlx::query("UPDATE jobs SET status = 'Running', agent_id = '999999' WHERE name = $1")
             .bind(&job)
             .execute(&store.db.pool)
@@ -132,7 +159,11 @@ async fn jobs_an_agent_lost_are_delivered_again() {
                 assert_ne!(j.agent_id.as_deref(), Some("999999"));
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "job stayed {}", j.status);
+            assert!(
+                std::time::Instant::now() < deadline,
+                "job stayed {}",
+                j.status
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(count_dirs(&cloud, "lostjob").await, 1);

@@ -15,13 +15,17 @@ async fn a_site_goes_from_new_to_active_to_archived() {
         assert_eq!(body["message"]["site"], "mysite.cloud.localhost");
         let job = body["message"]["job"].as_str().unwrap().to_string();
 
-        let site = admin.wait_status("mysite.cloud.localhost", "Active", 20).await;
+        let site = admin
+            .wait_status("mysite.cloud.localhost", "Active", 20)
+            .await;
         assert_eq!(site["apps"], json!(["frappe", "erpnext"]));
         assert_eq!(site["plan"], "Starter");
         assert_eq!(site["server"], "app-server-1");
         assert_eq!(site["bench"], "bench-0001");
         // The agent really made it.
-        let dir = cloud.agent_dir().join("benches/bench-0001/sites/mysite.cloud.localhost");
+        let dir = cloud
+            .agent_dir()
+            .join("benches/bench-0001/sites/mysite.cloud.localhost");
         assert!(dir.join("site_config.json").exists(), "{dir:?}");
 
         let j = admin.wait_job(&job, 10).await;
@@ -32,7 +36,9 @@ async fn a_site_goes_from_new_to_active_to_archived() {
         assert!(steps.iter().all(|s| s["status"] == "Success"), "{j}");
         assert!(j["start"].is_string() && j["end"].is_string());
 
-        let (s, body) = admin.get("press.api.site.jobs", &[("name", "mysite.cloud.localhost")]).await;
+        let (s, body) = admin
+            .get("press.api.site.jobs", &[("name", "mysite.cloud.localhost")])
+            .await;
         assert_eq!(s, 200);
         assert_eq!(body["message"][0]["name"], job.as_str());
 
@@ -44,53 +50,116 @@ async fn a_site_goes_from_new_to_active_to_archived() {
         for k in ["status", "plan", "apps", "server", "bench", "creation"] {
             assert!(!row[k].is_null(), "{k} missing in {row}");
         }
-        let (_, body) = admin.post("press.api.site.all", json!({"site_filter": {"status": "Broken"}})).await;
+        let (_, body) = admin
+            .post(
+                "press.api.site.all",
+                json!({"site_filter": {"status": "Broken"}}),
+            )
+            .await;
         assert_eq!(body["message"], json!([]));
-        let (_, body) = admin.get("press.api.site.list", &[("status", "Active")]).await;
+        let (_, body) = admin
+            .get("press.api.site.list", &[("status", "Active")])
+            .await;
         assert_eq!(body["message"].as_array().unwrap().len(), 1);
 
         // Apps and config drive their agent jobs.
-        let (s, body) = admin.post("press.api.site.install_app", json!({"name": "mysite.cloud.localhost", "app": "hrms"})).await;
+        let (s, body) = admin
+            .post(
+                "press.api.site.install_app",
+                json!({"name": "mysite.cloud.localhost", "app": "hrms"}),
+            )
+            .await;
         assert_eq!(s, 200, "{body}");
-        let j = admin.wait_job(body["message"]["job"].as_str().unwrap(), 10).await;
+        let j = admin
+            .wait_job(body["message"]["job"].as_str().unwrap(), 10)
+            .await;
         assert_eq!(j["status"], "Success", "{j}");
         let (_, body) = admin.get("press.api.site.get", &[("name", "mysite")]).await;
-        assert_eq!(body["message"]["apps"], json!(["frappe", "erpnext", "hrms"]));
-        let (s, body) = admin.post("press.api.site.uninstall_app", json!({"name": "mysite.cloud.localhost", "app": "erpnext"})).await;
+        assert_eq!(
+            body["message"]["apps"],
+            json!(["frappe", "erpnext", "hrms"])
+        );
+        let (s, body) = admin
+            .post(
+                "press.api.site.uninstall_app",
+                json!({"name": "mysite.cloud.localhost", "app": "erpnext"}),
+            )
+            .await;
         assert_eq!(s, 200, "{body}");
-        admin.wait_job(body["message"]["job"].as_str().unwrap(), 10).await;
+        admin
+            .wait_job(body["message"]["job"].as_str().unwrap(), 10)
+            .await;
         let (_, body) = admin.get("press.api.site.get", &[("name", "mysite")]).await;
         assert_eq!(body["message"]["apps"], json!(["frappe", "hrms"]));
-        let (s, body) = admin.post("press.api.site.update_config", json!({"name": "mysite.cloud.localhost", "config": {"mute_emails": 1}})).await;
+        let (s, body) = admin
+            .post(
+                "press.api.site.update_config",
+                json!({"name": "mysite.cloud.localhost", "config": {"mute_emails": 1}}),
+            )
+            .await;
         assert_eq!(s, 200, "{body}");
-        let j = admin.wait_job(body["message"]["job"].as_str().unwrap(), 10).await;
+        let j = admin
+            .wait_job(body["message"]["job"].as_str().unwrap(), 10)
+            .await;
         assert_eq!(j["status"], "Success", "{j}");
-        let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("site_config.json")).unwrap()).unwrap();
+        let cfg: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("site_config.json")).unwrap()).unwrap();
         assert_eq!(cfg["mute_emails"], 1);
         let (_, body) = admin.get("press.api.site.get", &[("name", "mysite")]).await;
         assert_eq!(body["message"]["config"]["mute_emails"], 1);
 
         // Archive.
-        let (s, body) = admin.post("press.api.site.archive", json!({"name": "mysite.cloud.localhost"})).await;
+        let (s, body) = admin
+            .post(
+                "press.api.site.archive",
+                json!({"name": "mysite.cloud.localhost"}),
+            )
+            .await;
         assert_eq!(s, 200, "{body}");
-        admin.wait_status("mysite.cloud.localhost", "Archived", 20).await;
+        admin
+            .wait_status("mysite.cloud.localhost", "Archived", 20)
+            .await;
         assert!(!dir.exists());
-        let (s, body) = admin.post("press.api.site.archive", json!({"name": "mysite.cloud.localhost"})).await;
+        let (s, body) = admin
+            .post(
+                "press.api.site.archive",
+                json!({"name": "mysite.cloud.localhost"}),
+            )
+            .await;
         assert_eq!(s, 400, "{body}");
         assert_eq!(body["exc_type"], "ValidationError");
-        let (s, _) = admin.post("press.api.site.archive", json!({"name": "nosuchsite.cloud.localhost"})).await;
+        let (s, _) = admin
+            .post(
+                "press.api.site.archive",
+                json!({"name": "nosuchsite.cloud.localhost"}),
+            )
+            .await;
         assert_eq!(s, 404);
         let (_, body) = admin.get("press.api.site.list", &[]).await;
-        assert_eq!(body["message"], json!([]), "archived sites leave the default list");
+        assert_eq!(
+            body["message"],
+            json!([]),
+            "archived sites leave the default list"
+        );
 
         // The name is free again.
         admin.new_site("mysite", &["frappe"]).await;
-        admin.wait_status("mysite.cloud.localhost", "Active", 20).await;
+        admin
+            .wait_status("mysite.cloud.localhost", "Active", 20)
+            .await;
 
         // Each change left its event in the outbox, in the same transaction.
         let cfg = cloud.press_config();
-        let store = pressoir_press::open_store(&cfg.database_url, &cfg.db_schema, 1).await.unwrap();
-        let events: Vec<String> = store.pending_events(100).await.unwrap().into_iter().map(|e| e.1).collect();
+        let store = pressoir_press::open_store(&cfg.database_url, &cfg.db_schema, 1)
+            .await
+            .unwrap();
+        let events: Vec<String> = store
+            .pending_events(100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.1)
+            .collect();
         for e in ["site.created", "site.status_changed", "site.archived"] {
             assert!(events.iter().any(|x| x == e), "{e} missing from {events:?}");
         }
@@ -108,20 +177,64 @@ async fn invalid_sites_answer_frappe_errors() {
         let admin = cloud.admin().await;
         let new = |site: serde_json::Value| {
             let admin = admin.clone();
-            async move { admin.post("press.api.site.new", json!({ "site": site })).await }
+            async move {
+                admin
+                    .post("press.api.site.new", json!({ "site": site }))
+                    .await
+            }
         };
         let cases = [
-            (json!({"name": "abc", "apps": ["frappe"], "plan": "Starter"}), 400, "too short"),
-            (json!({"name": "-bad-name", "apps": ["frappe"], "plan": "Starter"}), 400, "invalid characters"),
-            (json!({"name": "Upper", "apps": ["frappe"], "plan": "Starter"}), 400, "invalid characters"),
-            (json!({"name": "x".repeat(33), "apps": ["frappe"], "plan": "Starter"}), 400, "too long"),
-            (json!({"name": "goodname", "apps": ["erpnext", "frappe"], "plan": "Starter"}), 400, "frappe"),
-            (json!({"name": "goodname", "apps": ["frappe", "erpnext", "erpnext"], "plan": "Starter"}), 400, "more than once"),
-            (json!({"name": "goodname", "apps": ["frappe", "nosuchapp"], "plan": "Starter"}), 400, "not available"),
-            (json!({"name": "goodname", "apps": ["frappe"], "plan": "Gold"}), 404, "Plan Gold does not exist"),
+            (
+                json!({"name": "abc", "apps": ["frappe"], "plan": "Starter"}),
+                400,
+                "too short",
+            ),
+            (
+                json!({"name": "-bad-name", "apps": ["frappe"], "plan": "Starter"}),
+                400,
+                "invalid characters",
+            ),
+            (
+                json!({"name": "Upper", "apps": ["frappe"], "plan": "Starter"}),
+                400,
+                "invalid characters",
+            ),
+            (
+                json!({"name": "x".repeat(33), "apps": ["frappe"], "plan": "Starter"}),
+                400,
+                "too long",
+            ),
+            (
+                json!({"name": "goodname", "apps": ["erpnext", "frappe"], "plan": "Starter"}),
+                400,
+                "frappe",
+            ),
+            (
+                json!({"name": "goodname", "apps": ["frappe", "erpnext", "erpnext"], "plan": "Starter"}),
+                400,
+                "more than once",
+            ),
+            (
+                json!({"name": "goodname", "apps": ["frappe", "nosuchapp"], "plan": "Starter"}),
+                400,
+                "not available",
+            ),
+            (
+                json!({"name": "goodname", "apps": ["frappe"], "plan": "Gold"}),
+                404,
+                "Plan Gold does not exist",
+            ),
             (json!({"name": "goodname", "apps": ["frappe"]}), 400, "plan"),
-            (json!({"name": "goodname", "apps": ["frappe"], "plan": "Starter", "bench": "nope"}), 404, "Bench"),
-            (json!({"name": "goodname", "apps": ["frappe"], "plan": "Starter", "server": "nope"}), 404, "Server"),
+            (
+                json!({"name": "goodname", "apps": ["frappe"], "plan": "Starter", "bench": "nope"}),
+                404,
+                "Bench",
+            ),
+            (
+                json!({"name": "goodname", "apps": ["frappe"], "plan": "Starter", "server": "nope"}),
+                404,
+                "Server",
+            ),
         ];
         for (site, status, msg) in cases {
             let (s, body) = new(site.clone()).await;
@@ -133,32 +246,66 @@ async fn invalid_sites_answer_frappe_errors() {
         let r = admin
             .raw(reqwest::Method::POST, "press.api.site.new")
             .await
-            .form(&[("site", r#"{"name": "formsite", "apps": ["frappe"], "plan": "Starter"}"#)]);
+            .form(&[(
+                "site",
+                r#"{"name": "formsite", "apps": ["frappe"], "plan": "Starter"}"#,
+            )]);
         let (s, body, _) = admin.send(r).await;
         assert_eq!(s, 200, "{body}");
         assert_eq!(body["message"]["site"], "formsite.cloud.localhost");
         // Taken names are 409.
         admin.new_site("takenname", &["frappe"]).await;
-        let (s, body) = new(json!({"name": "takenname", "apps": ["frappe"], "plan": "Starter"})).await;
-        assert_eq!((s, body["exc_type"].as_str()), (409, Some("DuplicateEntryError")), "{body}");
+        let (s, body) =
+            new(json!({"name": "takenname", "apps": ["frappe"], "plan": "Starter"})).await;
+        assert_eq!(
+            (s, body["exc_type"].as_str()),
+            (409, Some("DuplicateEntryError")),
+            "{body}"
+        );
 
         // Malformed JSON is 400, not 500; so is a non-object body.
-        let r = admin.raw(reqwest::Method::POST, "press.api.site.new").await.header("Content-Type", "application/json").body("{\"site\": ");
+        let r = admin
+            .raw(reqwest::Method::POST, "press.api.site.new")
+            .await
+            .header("Content-Type", "application/json")
+            .body("{\"site\": ");
         let (s, body, _) = admin.send(r).await;
-        assert_eq!((s, body["exc_type"].as_str()), (400, Some("ValidationError")), "{body}");
-        let r = admin.raw(reqwest::Method::POST, "press.api.site.new").await.header("Content-Type", "application/json").body("[1,2]");
+        assert_eq!(
+            (s, body["exc_type"].as_str()),
+            (400, Some("ValidationError")),
+            "{body}"
+        );
+        let r = admin
+            .raw(reqwest::Method::POST, "press.api.site.new")
+            .await
+            .header("Content-Type", "application/json")
+            .body("[1,2]");
         assert_eq!(admin.send(r).await.0, 400);
-        let (s, _) = admin.post("press.api.site.new", json!({"site": "not an object"})).await;
+        let (s, _) = admin
+            .post("press.api.site.new", json!({"site": "not an object"}))
+            .await;
         assert_eq!(s, 400);
         let (s, _) = admin.post("press.api.site.get", json!({})).await;
         assert_eq!(s, 400);
-        let (s, body) = admin.post("press.api.site.get", json!({"name": "missing"})).await;
-        assert_eq!((s, body["exc_type"].as_str()), (404, Some("DoesNotExistError")));
+        let (s, body) = admin
+            .post("press.api.site.get", json!({"name": "missing"}))
+            .await;
+        assert_eq!(
+            (s, body["exc_type"].as_str()),
+            (404, Some("DoesNotExistError"))
+        );
         let (s, _) = admin.post("press.api.nope.nothing", json!({})).await;
         assert_eq!(s, 404);
-        let (s, _) = admin.get("press.api.site.list", &[("status", "Bogus")]).await;
+        let (s, _) = admin
+            .get("press.api.site.list", &[("status", "Bogus")])
+            .await;
         assert_eq!(s, 400);
-        let (s, _) = admin.post("press.api.site.install_app", json!({"name": "takenname", "app": "nosuchapp"})).await;
+        let (s, _) = admin
+            .post(
+                "press.api.site.install_app",
+                json!({"name": "takenname", "app": "nosuchapp"}),
+            )
+            .await;
         assert_eq!(s, 400);
         cloud.shutdown().await;
     }
