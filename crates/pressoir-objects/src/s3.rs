@@ -382,6 +382,31 @@ impl Objects {
         }
         Ok(())
     }
+
+    /// Stages a PUT's or a part's body of at most `max` bytes, then checks it against its
+    /// Content-MD5, the checksums its headers state and those its aws-chunked trailers carry.
+    #[allow(clippy::too_many_arguments)]
+    async fn stage_checked(
+        &self,
+        body: Option<StreamingBlob>,
+        max: u64,
+        content_md5: Option<&str>,
+        stated: Checksums,
+        algorithm: Option<&str>,
+        headers: &http::HeaderMap,
+        trailers: Option<&s3s::TrailingHeaders>,
+    ) -> S3Result<Staged> {
+        let md5 = parse_md5(content_md5)?;
+        let algos = algorithms(&stated, algorithm, headers);
+        let body = body.unwrap_or_else(|| StreamingBlob::from(s3s::Body::empty()));
+        let staged = self
+            .store
+            .stage(body, max, algos)
+            .await
+            .map_err(store_error)?;
+        verify(&staged, md5, &with_trailers(stated, trailers))?;
+        Ok(staged)
+    }
 }
 
 #[async_trait::async_trait]
@@ -479,7 +504,6 @@ impl S3 for Objects {
         }
         Self::check_length(input.content_length, self.limits.max_object_size)?;
         let cond = write_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
-        let md5 = parse_md5(input.content_md5.as_deref())?;
         let stated = stated(
             &input.checksum_crc32,
             &input.checksum_crc32c,
@@ -487,21 +511,17 @@ impl S3 for Objects {
             &input.checksum_sha1,
             &input.checksum_sha256,
         );
-        let algos = algorithms(
-            &stated,
-            input.checksum_algorithm.as_ref().map(|a| a.as_str()),
-            &headers,
-        );
-        let body = input
-            .body
-            .unwrap_or_else(|| StreamingBlob::from(s3s::Body::empty()));
         let staged = self
-            .store
-            .stage(body, self.limits.max_object_size, algos)
-            .await
-            .map_err(store_error)?;
-        let expected = with_trailers(stated, trailers.as_ref());
-        verify(&staged, md5, &expected)?;
+            .stage_checked(
+                input.body,
+                self.limits.max_object_size,
+                input.content_md5.as_deref(),
+                stated,
+                input.checksum_algorithm.as_ref().map(|a| a.as_str()),
+                &headers,
+                trailers.as_ref(),
+            )
+            .await?;
         let meta = ObjectMeta {
             key: input.key,
             size: staged.size,
@@ -1041,7 +1061,6 @@ impl S3 for Objects {
             .upload_meta(&input.bucket, &input.upload_id, &input.key)
             .await
             .map_err(store_error)?;
-        let md5 = parse_md5(input.content_md5.as_deref())?;
         let stated = stated(
             &input.checksum_crc32,
             &input.checksum_crc32c,
@@ -1049,21 +1068,17 @@ impl S3 for Objects {
             &input.checksum_sha1,
             &input.checksum_sha256,
         );
-        let algos = algorithms(
-            &stated,
-            input.checksum_algorithm.as_ref().map(|a| a.as_str()),
-            &headers,
-        );
-        let body = input
-            .body
-            .unwrap_or_else(|| StreamingBlob::from(s3s::Body::empty()));
         let staged = self
-            .store
-            .stage(body, self.limits.max_part_size, algos)
-            .await
-            .map_err(store_error)?;
-        let expected = with_trailers(stated, trailers.as_ref());
-        verify(&staged, md5, &expected)?;
+            .stage_checked(
+                input.body,
+                self.limits.max_part_size,
+                input.content_md5.as_deref(),
+                stated,
+                input.checksum_algorithm.as_ref().map(|a| a.as_str()),
+                &headers,
+                trailers.as_ref(),
+            )
+            .await?;
         let part = PartMeta {
             part_number: input.part_number,
             size: staged.size,
