@@ -639,6 +639,15 @@ fn event_row(r: &AnyRow) -> EventRow {
     }
 }
 
+/// `($1,...,$cols),($cols+1,...)`: the placeholders of a multi-row `VALUES` list.
+fn values_rows(rows: usize, cols: usize) -> String {
+    let row = |r: usize| {
+        let marks: Vec<String> = (1..=cols).map(|c| format!("${}", r * cols + c)).collect();
+        format!("({})", marks.join(","))
+    };
+    (0..rows).map(row).collect::<Vec<_>>().join(",")
+}
+
 /// Inserts events and folds them into their hourly buckets. Returns the indexes of the events
 /// whose (external_subscription_id, transaction_id) already existed; when there are any,
 /// nothing must be committed (the caller rolls back).
@@ -651,25 +660,7 @@ pub async fn insert_event_refs(c: &mut Conn, events: &[&EventRow]) -> Result<Vec
     let mut inserted: u64 = 0;
     for chunk in events.chunks(100) {
         let mut q = format!("INSERT INTO events ({EVENT_COLS}) VALUES ");
-        for i in 0..chunk.len() {
-            let b = i * 10;
-            if i > 0 {
-                q.push(',');
-            }
-            q.push_str(&format!(
-                "(${},${},${},${},${},${},${},${},${},${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5,
-                b + 6,
-                b + 7,
-                b + 8,
-                b + 9,
-                b + 10
-            ));
-        }
+        q.push_str(&values_rows(chunk.len(), 10));
         q.push_str(" ON CONFLICT (external_subscription_id, transaction_id) DO NOTHING");
         let mut query = sqlx::query(&q);
         for e in chunk {
@@ -743,25 +734,7 @@ pub async fn insert_event_refs(c: &mut Conn, events: &[&EventRow]) -> Result<Vec
             "INSERT INTO usage_buckets (external_subscription_id, code, hour, shard, events_count, value_count, \
              value_sum, value_max, latest_ts, latest_value) VALUES ",
         );
-        for i in 0..chunk.len() {
-            let b = i * 10;
-            if i > 0 {
-                q.push(',');
-            }
-            q.push_str(&format!(
-                "(${},${},${},${},${},${},${},${},${},${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5,
-                b + 6,
-                b + 7,
-                b + 8,
-                b + 9,
-                b + 10
-            ));
-        }
+        q.push_str(&values_rows(chunk.len(), 10));
         q.push_str(
             " ON CONFLICT (external_subscription_id, code, hour, shard) DO UPDATE SET \
              events_count = usage_buckets.events_count + excluded.events_count, \
@@ -1203,4 +1176,12 @@ pub async fn webhook_statuses(c: &mut Conn) -> Result<Vec<(String, String, i64)>
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect())
+}
+
+#[cfg(test)]
+mod values_tests {
+    #[test]
+    fn values_rows_number_every_placeholder() {
+        assert_eq!(super::values_rows(2, 3), "($1,$2,$3),($4,$5,$6)");
+    }
 }
