@@ -362,6 +362,36 @@ fn parse_copy_range(v: &str, size: u64) -> S3Result<(u64, u64)> {
     Ok((first, last - first + 1))
 }
 
+/// An object's headers as GetObject and HeadObject both answer them (two s3s types with the
+/// same fields): the stored attributes, overridden by the request's `response-*` parameters.
+macro_rules! object_headers {
+    ($ty:ident, $input:ident, $meta:ident, $sums:ident, { $($field:ident: $value:expr),* $(,)? }) => {{
+        let a = &$meta.attrs;
+        $ty {
+            $($field: $value,)*
+            accept_ranges: Some("bytes".into()),
+            content_type: Some($input.response_content_type.unwrap_or_else(|| content_type(a))),
+            cache_control: $input.response_cache_control.or_else(|| a.cache_control.clone()),
+            content_disposition: $input
+                .response_content_disposition
+                .or_else(|| a.content_disposition.clone()),
+            content_encoding: $input.response_content_encoding.or_else(|| a.content_encoding.clone()),
+            content_language: $input.response_content_language.or_else(|| a.content_language.clone()),
+            expires: $input.response_expires.or_else(|| a.expires_ms.map(ts)),
+            e_tag: Some(etag(&$meta.etag)),
+            last_modified: Some(ts($meta.last_modified_ms)),
+            metadata: metadata_out(&a.metadata),
+            parts_count: $meta.parts.map(|p| p as i32),
+            checksum_crc32: $sums.crc32,
+            checksum_crc32c: $sums.crc32c,
+            checksum_crc64nvme: $sums.crc64nvme,
+            checksum_sha1: $sums.sha1,
+            checksum_sha256: $sums.sha256,
+            ..Default::default()
+        }
+    }};
+}
+
 impl Objects {
     fn check_part_number(n: i32) -> S3Result<()> {
         if !(1..=MAX_PARTS).contains(&n) {
@@ -609,41 +639,11 @@ impl S3 for Objects {
             Checksums::default()
         };
         let body = StreamingBlob::wrap(obj.stream(start, len));
-        let a = &meta.attrs;
-        let output = GetObjectOutput {
+        let output = object_headers!(GetObjectOutput, input, meta, sums, {
             body: Some(body),
-            accept_ranges: Some("bytes".into()),
             content_length: Some(len as i64),
-            content_range,
-            content_type: Some(
-                input
-                    .response_content_type
-                    .unwrap_or_else(|| content_type(a)),
-            ),
-            cache_control: input
-                .response_cache_control
-                .or_else(|| a.cache_control.clone()),
-            content_disposition: input
-                .response_content_disposition
-                .or_else(|| a.content_disposition.clone()),
-            content_encoding: input
-                .response_content_encoding
-                .or_else(|| a.content_encoding.clone()),
-            content_language: input
-                .response_content_language
-                .or_else(|| a.content_language.clone()),
-            expires: input.response_expires.or_else(|| a.expires_ms.map(ts)),
-            e_tag: Some(etag(&meta.etag)),
-            last_modified: Some(ts(meta.last_modified_ms)),
-            metadata: metadata_out(&a.metadata),
-            parts_count: meta.parts.map(|p| p as i32),
-            checksum_crc32: sums.crc32,
-            checksum_crc32c: sums.crc32c,
-            checksum_crc64nvme: sums.crc64nvme,
-            checksum_sha1: sums.sha1,
-            checksum_sha256: sums.sha256,
-            ..Default::default()
-        };
+            content_range: content_range,
+        });
         let mut resp = S3Response::new(output);
         if input.range.is_some() || (input.part_number.is_some() && meta.parts.is_some()) {
             resp.status = Some(http::StatusCode::PARTIAL_CONTENT);
@@ -675,39 +675,11 @@ impl S3 for Objects {
             Some(n) => part_range(&meta, n)?.1,
             None => meta.size,
         };
-        let a = &meta.attrs;
-        Ok(S3Response::new(HeadObjectOutput {
-            accept_ranges: Some("bytes".into()),
-            content_length: Some(content_length as i64),
-            content_type: Some(
-                input
-                    .response_content_type
-                    .unwrap_or_else(|| content_type(a)),
-            ),
-            cache_control: input
-                .response_cache_control
-                .or_else(|| a.cache_control.clone()),
-            content_disposition: input
-                .response_content_disposition
-                .or_else(|| a.content_disposition.clone()),
-            content_encoding: input
-                .response_content_encoding
-                .or_else(|| a.content_encoding.clone()),
-            content_language: input
-                .response_content_language
-                .or_else(|| a.content_language.clone()),
-            expires: input.response_expires.or_else(|| a.expires_ms.map(ts)),
-            e_tag: Some(etag(&meta.etag)),
-            last_modified: Some(ts(meta.last_modified_ms)),
-            metadata: metadata_out(&a.metadata),
-            parts_count: meta.parts.map(|p| p as i32),
-            checksum_crc32: sums.crc32,
-            checksum_crc32c: sums.crc32c,
-            checksum_crc64nvme: sums.crc64nvme,
-            checksum_sha1: sums.sha1,
-            checksum_sha256: sums.sha256,
-            ..Default::default()
-        }))
+        Ok(S3Response::new(
+            object_headers!(HeadObjectOutput, input, meta, sums, {
+                content_length: Some(content_length as i64),
+            }),
+        ))
     }
 
     async fn delete_object(
