@@ -249,6 +249,44 @@ impl Offsite {
             .map_err(|e| format!("cannot download {key}: {e}"))
     }
 
+    /// Deletes a backup: its manifest first (from then on the backup does not exist), then
+    /// every other object under it. Deleting a deleted backup deletes nothing and succeeds.
+    /// Returns the keys deleted, manifest first.
+    pub async fn delete_backup(&self, backup: &BackupRef) -> Result<Vec<String>, String> {
+        let mut deleted = Vec::new();
+        let manifest = self.key(backup, MANIFEST_FILE);
+        if self.delete(&manifest).await? {
+            deleted.push(manifest.to_string());
+        }
+        let dir = self.key(backup, "");
+        let mut listing = self.store.list(Some(&dir));
+        let mut keys = Vec::new();
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(|e| format!("cannot list {dir}: {e}"))?;
+            keys.push(meta.location);
+        }
+        for key in keys {
+            if self.delete(&key).await? {
+                deleted.push(key.to_string());
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes one object; false when it was already gone.
+    async fn delete(&self, key: &ObjPath) -> Result<bool, String> {
+        if let Err(e) = self.store.head(key).await {
+            return match e {
+                object_store::Error::NotFound { .. } => Ok(false),
+                e => Err(format!("cannot read {key}: {e}")),
+            };
+        }
+        match self.store.delete(key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(true),
+            Err(e) => Err(format!("cannot delete {key}: {e}")),
+        }
+    }
+
     /// Streams an object into `dest`, returning its size and hex SHA-256.
     pub async fn download(&self, key: &ObjPath, dest: &Path) -> Result<(u64, String), String> {
         let got = match self.store.get(key).await {

@@ -75,10 +75,11 @@ pub enum StepKind {
     DownloadBackup,
     RestoreSite,
     NewSiteFromBackup,
+    DeleteBackup,
 }
 
 impl StepKind {
-    pub const ALL: [StepKind; 14] = [
+    pub const ALL: [StepKind; 15] = [
         StepKind::NewSite,
         StepKind::InstallApps,
         StepKind::UpdateSiteConfiguration,
@@ -93,6 +94,7 @@ impl StepKind {
         StepKind::DownloadBackup,
         StepKind::RestoreSite,
         StepKind::NewSiteFromBackup,
+        StepKind::DeleteBackup,
     ];
 
     pub fn name(self) -> &'static str {
@@ -111,6 +113,7 @@ impl StepKind {
             StepKind::DownloadBackup => "Download Site Backup",
             StepKind::RestoreSite => "Restore Site",
             StepKind::NewSiteFromBackup => "New Site from Backup",
+            StepKind::DeleteBackup => "Delete Site Backup",
         }
     }
 
@@ -200,6 +203,13 @@ pub struct RestoreSite {
     pub backup: BackupRef,
 }
 
+/// "Delete Site Backup": `site` names the job's site (its ordering key), which may be gone.
+#[derive(Debug, Clone)]
+pub struct DeleteBackup {
+    pub site: SiteRef,
+    pub backup: BackupRef,
+}
+
 #[derive(Debug, Clone)]
 pub struct NewSiteFromBackup {
     pub site: SiteRef,
@@ -225,6 +235,7 @@ pub enum JobSpec {
     BackupAndArchive(BackupSite),
     RestoreSite(RestoreSite),
     NewSiteFromBackup(NewSiteFromBackup),
+    DeleteBackup(DeleteBackup),
     Ping,
 }
 
@@ -238,6 +249,7 @@ pub const JOB_TYPES: &[&str] = &[
     "Backup Site",
     "Restore Site",
     "New Site from Backup",
+    "Delete Site Backup",
     "Ping Job",
 ];
 
@@ -519,6 +531,11 @@ impl JobSpec {
                     config,
                 }))
             }
+            "Delete Site Backup" => {
+                let site = d.site(benches)?;
+                let backup = d.backup(&site)?;
+                Ok(JobSpec::DeleteBackup(DeleteBackup { site, backup }))
+            }
             "Ping Job" => Ok(JobSpec::Ping),
             other => Err(FieldError::new(
                 "job_type",
@@ -540,6 +557,7 @@ impl JobSpec {
             JobSpec::BackupSite(_) => "Backup Site",
             JobSpec::RestoreSite(_) => "Restore Site",
             JobSpec::NewSiteFromBackup(_) => "New Site from Backup",
+            JobSpec::DeleteBackup(_) => "Delete Site Backup",
             JobSpec::Ping => "Ping Job",
         }
     }
@@ -577,6 +595,8 @@ impl JobSpec {
                 plan.push(EnableScheduler);
                 plan
             }
+            // The manifest goes first, so a half-deleted backup is never usable.
+            JobSpec::DeleteBackup(_) => vec![DeleteBackup],
             JobSpec::Ping => vec![Ping],
         }
     }
@@ -590,6 +610,7 @@ impl JobSpec {
             JobSpec::BackupSite(b) | JobSpec::BackupAndArchive(b) => Some(&b.site),
             JobSpec::RestoreSite(r) => Some(&r.site),
             JobSpec::NewSiteFromBackup(n) => Some(&n.site),
+            JobSpec::DeleteBackup(d) => Some(&d.site),
             JobSpec::Ping => None,
         }
     }
@@ -639,6 +660,11 @@ impl JobSpec {
             JobSpec::RestoreSite(r) => {
                 let mut d = site(&r.site);
                 d["backup"] = json!(r.backup.to_string());
+                (d, None)
+            }
+            JobSpec::DeleteBackup(b) => {
+                let mut d = site(&b.site);
+                d["backup"] = json!(b.backup.to_string());
                 (d, None)
             }
             JobSpec::NewSiteFromBackup(n) => {
@@ -824,6 +850,14 @@ mod tests {
         assert!(matches!(back, JobSpec::BackupAndArchive(_)));
         assert_eq!(
             field("Restore Site", json!({"name": "a", "backup": "a/../b"})),
+            "data.backup"
+        );
+        let d = parse("Delete Site Backup", json!({"name": "a", "backup": "x-1"})).unwrap();
+        assert_eq!(d.plan(), [StepKind::DeleteBackup]);
+        assert_eq!(d.stored().0["backup"], "a/x-1");
+        assert_eq!(d.ordering_key().as_deref(), Some("bench-0001/a"));
+        assert_eq!(
+            field("Delete Site Backup", json!({"name": "a"})),
             "data.backup"
         );
         assert_eq!(

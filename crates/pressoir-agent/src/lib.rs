@@ -2,8 +2,8 @@
 //! store (SQLite in its data dir), a worker pool that runs jobs' steps through a [`Driver`]
 //! (jobs on one site in submission order, other sites in parallel), restart recovery, and an
 //! optional coalesced push of job changes to Press, and offsite backups of sites to any S3
-//! ([`backup`]: "Backup Site", "Restore Site", "New Site from Backup", and "Archive Site" with
-//! `offsite_backup`).
+//! ([`backup`]: "Backup Site", "Restore Site", "New Site from Backup", "Delete Site Backup",
+//! and "Archive Site" with `offsite_backup`).
 //!
 //! It must not: read the environment or the command line (the binary resolves the config and
 //! secrets), return or log a secret (job secrets are kept apart and wiped when a job ends),

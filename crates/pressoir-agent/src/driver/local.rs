@@ -750,6 +750,7 @@ impl LocalDriver {
                     self.download_backup(&r.backup, ctx).await
                 }
                 (JobSpec::RestoreSite(r), StepKind::RestoreSite) => self.restore_site(r, ctx).await,
+                (JobSpec::DeleteBackup(d), StepKind::DeleteBackup) => self.delete_backup(d).await,
                 (JobSpec::NewSiteFromBackup(n), StepKind::DownloadBackup) => {
                     self.download_backup(&n.backup, ctx).await
                 }

@@ -16,7 +16,9 @@ use crate::backup::{
     hash_file,
 };
 use crate::driver::{StepContext, StepResult};
-use crate::job::{BackupRef, BackupSite, MANAGED_CONFIG_KEYS, NewSiteFromBackup, RestoreSite};
+use crate::job::{
+    BackupRef, BackupSite, DeleteBackup, MANAGED_CONFIG_KEYS, NewSiteFromBackup, RestoreSite,
+};
 use pressoir_core::Secret;
 use serde_json::{Map, Value, json};
 use sqlx::{Connection, Row};
@@ -738,5 +740,31 @@ impl LocalDriver {
         .map_err(|e| log.fail(e))?;
         self.clean_work(ctx.job_id).await;
         log.done(Some(result))
+    }
+
+    /// Step "Delete Site Backup": the manifest first, so a half-deleted backup is never
+    /// usable, then the rest. A backup already deleted (or never uploaded) is a success.
+    pub(super) async fn delete_backup(&self, d: &DeleteBackup) -> StepResult {
+        let mut log = Log::default();
+        let offsite = self.offsite(&log)?;
+        let deleted = offsite
+            .delete_backup(&d.backup)
+            .await
+            .map_err(|e| log.fail(e))?;
+        if deleted.is_empty() {
+            log.line(format!(
+                "backup {} is not in s3://{} (already deleted)",
+                d.backup,
+                offsite.bucket()
+            ));
+        }
+        for key in &deleted {
+            log.line(format!("delete s3://{}/{key}", offsite.bucket()));
+        }
+        log.done(Some(json!({
+            "site": d.site.name.as_str(),
+            "backup": d.backup.to_string(),
+            "deleted": deleted.len(),
+        })))
     }
 }
