@@ -24,7 +24,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-mod site_backups;
+pub(crate) mod site_backups;
 
 pub struct AppState {
     pub store: Store,
@@ -694,6 +694,20 @@ async fn site_new(ctx: &Ctx) -> Result<Response> {
         })?,
     };
     domain::validate_apps(&apps, &bench.app_list())?;
+    // `backup`: the new site starts from one of the team's backups, with its apps.
+    let from_backup = match text("backup") {
+        Some(b) => Some(site_backups::usable_backup(ctx, &c, &b).await?),
+        None => None,
+    };
+    let site_apps = match &from_backup {
+        Some((_, of)) => {
+            let mut all = of.app_list();
+            let extra: Vec<String> = apps.iter().filter(|a| !all.contains(a)).cloned().collect();
+            all.extend(extra);
+            all
+        }
+        None => apps.clone(),
+    };
     let mut config = match spec.get("config") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(o)) => o.clone(),
@@ -719,16 +733,26 @@ async fn site_new(ctx: &Ctx) -> Result<Response> {
         server: server.name.clone(),
         bench: bench.name.clone(),
         status: site_status::PENDING.into(),
-        apps: serde_json::to_string(&apps).unwrap_or_default(),
+        apps: serde_json::to_string(&site_apps).unwrap_or_default(),
         config: Value::Object(config.clone()).to_string(),
         created: now,
         modified: now,
     };
-    let job = NewJob {
-        server: server.name.clone(),
-        job_type: job_type::NEW_SITE.into(),
-        data: json!({"name": name, "apps": apps, "bench": bench.name, "config": config}),
-        steps: NEW_SITE_STEPS.iter().map(|s| s.to_string()).collect(),
+    let job = match &from_backup {
+        Some((backup, _)) => site_backups::new_site_from_backup_job(
+            &server.name,
+            &name,
+            &bench.name,
+            &apps,
+            &config,
+            backup,
+        ),
+        None => NewJob {
+            server: server.name.clone(),
+            job_type: job_type::NEW_SITE.into(),
+            data: json!({"name": name, "apps": apps, "bench": bench.name, "config": config}),
+            steps: NEW_SITE_STEPS.iter().map(|s| s.to_string()).collect(),
+        },
     };
     let job_name = ctx.st.store.insert_site(&site, &job).await?;
     ctx.st.dispatcher.wake();

@@ -57,6 +57,7 @@ pub mod job_type {
     pub const INSTALL_APP: &str = "Install App on Site";
     pub const UNINSTALL_APP: &str = "Uninstall App on Site";
     pub const UPDATE_CONFIG: &str = "Update Site Configuration";
+    pub const NEW_SITE_FROM_BACKUP: &str = "New Site from Backup";
 }
 
 /// Frappe Press's `validate_subdomain`.
@@ -162,6 +163,11 @@ pub fn site_status_after(kind: &str, status: &str, site: &str) -> Option<&'stati
     if site == s::ARCHIVED {
         return None;
     }
+    // A site made from a backup moves exactly as a new one.
+    let kind = match kind {
+        job_type::NEW_SITE_FROM_BACKUP => job_type::NEW_SITE,
+        k => k,
+    };
     let next = match (kind, status) {
         (job_type::NEW_SITE, j::PENDING) | (job_type::NEW_SITE, j::UNDELIVERED) => s::PENDING,
         (job_type::NEW_SITE, j::RUNNING) => s::INSTALLING,

@@ -1,16 +1,28 @@
 //! `press.api.site.backup`, `press.api.site.backups` and `press.api.site.restore`: offsite
 //! backups run by the site's agent ("Backup Site", "Restore Site" jobs). A backup is the
 //! result of a successful "Backup Site" job (or of an archive that took one first); the list
-//! is read from the site's jobs, so it needs no table of its own.
+//! is read from the site's jobs, so it needs no table of its own: a backup is deleted once a
+//! "Delete Site Backup" job for it succeeded (the backup policy prunes so), and `site.new`
+//! with `backup` makes a new site from one ("New Site from Backup").
 
 use super::{Ctx, job_summary, ok, queue};
-use crate::domain::site_status;
+use crate::auth::Caller;
+use crate::domain::{job_status, site_status};
 use crate::error::{Error, Result};
+use crate::store::{Job, NewJob, Site};
 use axum::response::Response;
 use serde_json::{Value, json};
 
 pub const BACKUP_SITE: &str = "Backup Site";
 pub const RESTORE_SITE: &str = "Restore Site";
+pub const DELETE_BACKUP: &str = "Delete Site Backup";
+const NEW_FROM_BACKUP_STEPS: [&str; 5] = [
+    "Download Site Backup",
+    "New Site from Backup",
+    "Install Apps",
+    "Update Site Configuration",
+    "Enable Scheduler",
+];
 const BACKUP_STEPS: [&str; 2] = ["Backup Site", "Upload Site Backup"];
 const RESTORE_STEPS: [&str; 2] = ["Download Site Backup", "Restore Site"];
 /// How many of a site's latest jobs `backups` looks through.
@@ -61,14 +73,40 @@ pub(super) async fn backup(ctx: &Ctx) -> Result<Response> {
     .await
 }
 
-/// `{name}` → the site's backups, newest first: name (the id to restore), job, status, time,
-/// size, files.
-pub(super) async fn backups(ctx: &Ctx) -> Result<Response> {
-    let c = ctx.caller().await?;
-    let site = ctx.site(&c, &ctx.required("name")?).await?;
-    let jobs = ctx.st.store.site_jobs(&site.id, 0, SCAN).await?;
-    let list: Vec<Value> = jobs
-        .iter()
+/// One backup as Press knows it, read from the site's jobs.
+#[derive(Debug, Clone)]
+pub(crate) struct BackupEntry {
+    /// `<site>/<id>`, known once the backup succeeded.
+    pub name: Option<String>,
+    pub job: String,
+    pub job_type: String,
+    pub status: String,
+    /// Taken by the backup policy (only these are pruned).
+    pub scheduled: bool,
+    /// A "Delete Site Backup" job for it succeeded: it is gone.
+    pub deleted: bool,
+    /// A "Delete Site Backup" job for it is queued or running.
+    pub deleting: bool,
+    pub summary: Value,
+    pub result: Value,
+    pub error: Option<String>,
+}
+
+/// The backups among a site's jobs (newest first, as `jobs` is), with what deletions did.
+pub(crate) fn backups_of(jobs: &[Job]) -> Vec<BackupEntry> {
+    let mut deleted = std::collections::HashSet::new();
+    let mut deleting = std::collections::HashSet::new();
+    for j in jobs.iter().filter(|j| j.job_type == DELETE_BACKUP) {
+        let data: Value = serde_json::from_str(&j.request_data).unwrap_or(Value::Null);
+        if let Some(b) = data["backup"].as_str() {
+            match j.status.as_str() {
+                job_status::SUCCESS => deleted.insert(b.to_string()),
+                job_status::FAILURE => false,
+                _ => deleting.insert(b.to_string()),
+            };
+        }
+    }
+    jobs.iter()
         .filter_map(|j| {
             let result: Value = j
                 .result
@@ -81,24 +119,129 @@ pub(super) async fn backups(ctx: &Ctx) -> Result<Response> {
             if !is_backup {
                 return None;
             }
-            let summary = job_summary(j);
-            Some(json!({
-                "name": result.get("backup").cloned().unwrap_or(Value::Null),
-                "backup_id": result.get("backup_id").cloned().unwrap_or(Value::Null),
-                "job": j.name,
-                "job_type": j.job_type,
-                "status": summary["status"],
-                "creation": summary["creation"],
-                "end": summary["end"],
-                "with_files": result.get("with_files").cloned().unwrap_or(Value::Null),
-                "size": result.get("size").cloned().unwrap_or(Value::Null),
-                "files": result.get("files").cloned().unwrap_or(Value::Null),
+            let data: Value = serde_json::from_str(&j.request_data).unwrap_or(Value::Null);
+            let name = result["backup"].as_str().map(str::to_string);
+            let gone = |set: &std::collections::HashSet<String>| {
+                name.as_ref().is_some_and(|n| set.contains(n))
+            };
+            Some(BackupEntry {
+                deleted: gone(&deleted),
+                deleting: gone(&deleting),
+                name,
+                job: j.name.clone(),
+                job_type: j.job_type.clone(),
+                status: j.status.clone(),
+                scheduled: data["scheduled"] == Value::Bool(true),
+                summary: job_summary(j),
+                result,
+                error: j.error.clone(),
+            })
+        })
+        .collect()
+}
+
+/// `{name}` → the site's backups, newest first: name (the id to restore), job, status, time,
+/// size, files, whether the backup policy took it. Deleted backups are not listed.
+pub(super) async fn backups(ctx: &Ctx) -> Result<Response> {
+    let c = ctx.caller().await?;
+    let site = ctx.site(&c, &ctx.required("name")?).await?;
+    let jobs = ctx.st.store.site_jobs(&site.id, 0, SCAN).await?;
+    let list: Vec<Value> = backups_of(&jobs)
+        .into_iter()
+        .filter(|b| !b.deleted)
+        .map(|b| {
+            let field = |k: &str| b.result.get(k).cloned().unwrap_or(Value::Null);
+            json!({
+                "name": b.name,
+                "backup_id": field("backup_id"),
+                "job": b.job,
+                "job_type": b.job_type,
+                "status": b.summary["status"],
+                "creation": b.summary["creation"],
+                "end": b.summary["end"],
+                "with_files": field("with_files"),
+                "size": field("size"),
+                "files": field("files"),
                 "offsite": true,
-                "error": j.error,
-            }))
+                "scheduled": b.scheduled,
+                "deleting": b.deleting,
+                "error": b.error,
+            })
         })
         .collect();
     Ok(ok(Value::Array(list)))
+}
+
+fn check_backup_name(backup: &str) -> Result<()> {
+    let ok_chars = backup
+        .chars()
+        .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.' | '/'));
+    if backup.is_empty() || backup.len() > 400 || !ok_chars {
+        return Err(Error::validation(
+            "'backup' must be a backup name from press.api.site.backups",
+        ));
+    }
+    Ok(())
+}
+
+/// A backup of one of the caller's team's sites (archived ones too) that a new site can be
+/// made from: named `<site>/<id>` as `backups` lists it, or by its job. Another team's backup
+/// answers exactly as a missing one (404); one that did not succeed, or is being deleted, 400.
+/// Returns the backup's name and its site.
+pub(super) async fn usable_backup(ctx: &Ctx, c: &Caller, backup: &str) -> Result<(String, Site)> {
+    check_backup_name(backup)?;
+    let missing = || Error::not_found(format!("Backup {backup} not found"));
+    let site = match backup.rsplit_once('/') {
+        Some((of, _)) => ctx.site(c, of).await.map_err(|_| missing())?,
+        None => {
+            let job = ctx.st.store.job(backup).await?.ok_or_else(missing)?;
+            let site_name = job.site_name.clone().ok_or_else(missing)?;
+            let site = ctx.site(c, &site_name).await.map_err(|_| missing())?;
+            if job.site_id.as_deref() != Some(site.id.as_str()) {
+                return Err(missing());
+            }
+            site
+        }
+    };
+    let jobs = ctx.st.store.site_jobs(&site.id, 0, SCAN).await?;
+    let entry = backups_of(&jobs)
+        .into_iter()
+        .find(|b| b.name.as_deref() == Some(backup) || b.job == backup)
+        .filter(|b| !b.deleted)
+        .ok_or_else(missing)?;
+    if entry.status != job_status::SUCCESS {
+        return Err(Error::validation(format!(
+            "Backup {backup} is not usable: its status is {}",
+            entry.summary["status"].as_str().unwrap_or(&entry.status)
+        )));
+    }
+    if entry.deleting {
+        return Err(Error::validation(format!(
+            "Backup {backup} is being deleted"
+        )));
+    }
+    Ok((entry.name.ok_or_else(missing)?, site))
+}
+
+/// The "New Site from Backup" job of `site.new` with a backup: the backup's database and
+/// files, then `apps` (those it lacks) and the site's config.
+pub(super) fn new_site_from_backup_job(
+    server: &str,
+    name: &str,
+    bench: &str,
+    apps: &[String],
+    config: &serde_json::Map<String, Value>,
+    backup: &str,
+) -> NewJob {
+    NewJob {
+        server: server.to_string(),
+        job_type: crate::domain::job_type::NEW_SITE_FROM_BACKUP.into(),
+        data: json!({"name": name, "bench": bench, "backup": backup, "apps": apps, "config": config}),
+        steps: NEW_FROM_BACKUP_STEPS
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    }
 }
 
 /// `{name, backup}` → `{site, job}`. `backup` is a name from `backups` (`<site>/<id>`), or a
@@ -109,20 +252,33 @@ pub(super) async fn restore(ctx: &Ctx) -> Result<Response> {
     let site = ctx.site(&c, &ctx.required("name")?).await?;
     crate::domain::can_change(&site.status)?;
     let backup = ctx.required("backup")?;
-    let ok_chars = backup
-        .chars()
-        .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.' | '/'));
-    if backup.is_empty() || backup.len() > 400 || !ok_chars {
-        return Err(Error::validation(
-            "'backup' must be a backup name from press.api.site.backups",
-        ));
-    }
+    check_backup_name(&backup)?;
     // Only this team's backups: a backup of another site must be one of the team's sites.
-    if let Some((of, _)) = backup.rsplit_once('/')
-        && of != site.name
-        && ctx.site(&c, of).await.is_err()
+    let of = match backup.rsplit_once('/') {
+        Some((of, _)) if of != site.name => ctx
+            .site(&c, of)
+            .await
+            .map_err(|_| Error::not_found(format!("Backup {backup} not found")))?,
+        _ => site.clone(),
+    };
+    // A backup the policy is pruning (or pruned) is not restored.
+    let full = match backup.contains('/') {
+        true => backup.clone(),
+        false => format!("{}/{backup}", site.name),
+    };
+    let jobs = ctx.st.store.site_jobs(&of.id, 0, SCAN).await?;
+    if let Some(b) = backups_of(&jobs)
+        .into_iter()
+        .find(|b| b.name.as_deref() == Some(full.as_str()))
     {
-        return Err(Error::not_found(format!("Backup {backup} not found")));
+        if b.deleted {
+            return Err(Error::not_found(format!("Backup {backup} not found")));
+        }
+        if b.deleting {
+            return Err(Error::validation(format!(
+                "Backup {backup} is being deleted"
+            )));
+        }
     }
     queue(
         ctx,

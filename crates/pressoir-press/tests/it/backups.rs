@@ -241,3 +241,328 @@ async fn a_plan_backup_policy_backs_its_sites_up() {
     }
     sd.trigger();
 }
+
+/// The site's agent-side folder.
+fn site_dir(cloud: &Cloud, site: &str) -> std::path::PathBuf {
+    cloud
+        .agent_dir()
+        .join("benches/bench-0001/sites")
+        .join(site)
+}
+
+async fn site_db(cloud: &Cloud, site: &str) -> sqlx::SqliteConnection {
+    use sqlx::Connection;
+    let dir = site_dir(cloud, site);
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("site_config.json")).unwrap()).unwrap();
+    let db = dir
+        .join("db")
+        .join(format!("{}.db", config["db_name"].as_str().unwrap()));
+    sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap()
+}
+
+/// Every row of the site's notes and users, and its public files, as text.
+async fn site_data(cloud: &Cloud, site: &str) -> Vec<String> {
+    use sqlx::{Connection, Row};
+    let mut c = site_db(cloud, site).await;
+    let mut out = Vec::new();
+    for q in [
+        "SELECT name || '|' || content FROM tabNote ORDER BY name",
+        "SELECT name || '|' || user_type FROM tabUser ORDER BY name",
+        "SELECT name || '|' || password FROM __Auth ORDER BY name",
+    ] {
+        for r in sqlx::query(q).fetch_all(&mut c).await.unwrap() {
+            out.push(r.get::<String, _>(0));
+        }
+    }
+    c.close().await.unwrap();
+    let files = site_dir(cloud, site).join("public/files");
+    let mut names: Vec<_> = std::fs::read_dir(&files)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    for n in names {
+        out.push(format!(
+            "{}={}",
+            n.to_string_lossy(),
+            std::fs::read_to_string(files.join(&n)).unwrap()
+        ));
+    }
+    out
+}
+
+async fn wait_success(c: &Client, body: &serde_json::Value) -> serde_json::Value {
+    let job = c
+        .wait_job(body["message"]["job"].as_str().unwrap(), 30)
+        .await;
+    assert_eq!(job["status"], "Success", "{job}");
+    job
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_site_is_made_from_a_backup_of_an_archived_site() {
+    let (url, _dir, sd) = start_s3().await;
+    let opts = Opts {
+        agent_storage: Some(pressoir_agent::StorageConfig::new(
+            url,
+            "backups",
+            KEY,
+            Secret::new(SECRET),
+        )),
+        ..Opts::default()
+    };
+    for backend in backends() {
+        let cloud = Cloud::start(&backend, opts.clone()).await;
+        let admin = cloud.admin().await;
+        let (site, _) = admin.new_site("original", &["frappe", "crm"]).await;
+        admin.wait_status(&site, "Active", 20).await;
+        let mut c = site_db(&cloud, &site).await;
+        sqlx::query("CREATE TABLE tabNote (name TEXT PRIMARY KEY, content TEXT)")
+            .execute(&mut c)
+            .await
+            .unwrap();
+        for i in 0..50 {
+            sqlx::query("INSERT INTO tabNote VALUES ($1, $2)")
+                .bind(format!("note-{i}"))
+                .bind(format!("contenu n°{i} ✓"))
+                .execute(&mut c)
+                .await
+                .unwrap();
+        }
+        drop(c);
+        std::fs::create_dir_all(site_dir(&cloud, &site).join("public/files")).unwrap();
+        std::fs::write(
+            site_dir(&cloud, &site).join("public/files/a.txt"),
+            "à garder",
+        )
+        .unwrap();
+        let before = site_data(&cloud, &site).await;
+
+        let (s, body) = admin
+            .post(
+                "press.api.site.backup",
+                json!({"name": site, "with_files": true}),
+            )
+            .await;
+        assert_eq!(s, 200, "{body}");
+        wait_success(&admin, &body).await;
+        let (_, body) = admin
+            .get("press.api.site.backups", &[("name", &site)])
+            .await;
+        let backup = body["message"][0]["name"].as_str().unwrap().to_string();
+        let (s, body) = admin
+            .post("press.api.site.archive", json!({"name": site}))
+            .await;
+        assert_eq!(s, 200, "{body}");
+        wait_success(&admin, &body).await;
+        admin.wait_status(&site, "Archived", 20).await;
+        assert!(!site_dir(&cloud, &site).exists());
+
+        // Another team does not see the backup at all.
+        let (s, body) = admin
+            .post("press.api.account.new_user", json!({"email": "eve@example.com", "full_name": "Eve", "password": "eve-password-1"}))
+            .await;
+        assert_eq!(s, 200, "{body}");
+        let (s, body) = admin
+            .post(
+                "press.api.account.new_team",
+                json!({"name": "eveteam", "title": "Eve", "user": "eve@example.com"}),
+            )
+            .await;
+        assert_eq!(s, 200, "{body}");
+        let eve = cloud.login_token("eve@example.com", "eve-password-1").await;
+        let (s, body) = eve
+            .post(
+                "press.api.site.new",
+                json!({"site": {"name": "stolen", "plan": "Starter", "backup": backup}}),
+            )
+            .await;
+        assert_eq!(
+            (s, body["exc_type"].as_str()),
+            (404, Some("DoesNotExistError")),
+            "{body}"
+        );
+        let (s, _) = admin
+            .post(
+                "press.api.site.new",
+                json!({"site": {"name": "ghost", "plan": "Starter", "backup": format!("{site}/20200101-1")}}),
+            )
+            .await;
+        assert_eq!(s, 404);
+        let (s, body) = admin
+            .post(
+                "press.api.site.new",
+                json!({"site": {"name": "bad-name", "plan": "Starter", "backup": "../x y"}}),
+            )
+            .await;
+        assert_eq!(s, 400, "{body}");
+
+        // The team's own backup, of its archived site: the same data under a new name.
+        let (s, body) = admin
+            .post(
+                "press.api.site.new",
+                json!({"site": {"name": "restored", "plan": "Starter", "apps": ["frappe", "hrms"], "backup": backup}}),
+            )
+            .await;
+        assert_eq!(s, 200, "{body}");
+        let copy = body["message"]["site"].as_str().unwrap().to_string();
+        let job = wait_success(&admin, &body).await;
+        assert_eq!(job["job_type"], "New Site from Backup");
+        let got = admin.wait_status(&copy, "Active", 20).await;
+        assert_eq!(got["apps"], json!(["frappe", "crm", "hrms"]), "{got}");
+        assert_eq!(
+            site_data(&cloud, &copy).await,
+            before,
+            "the data is identical"
+        );
+
+        // A backup that failed cannot make a site: 400. Its folder gone, the backup fails.
+        let (other, _) = admin.new_site("doomed", &["frappe"]).await;
+        admin.wait_status(&other, "Active", 20).await;
+        std::fs::remove_dir_all(site_dir(&cloud, &other)).unwrap();
+        let (_, body) = admin
+            .post("press.api.site.backup", json!({"name": other}))
+            .await;
+        let failed = body["message"]["job"].as_str().unwrap().to_string();
+        let job = admin.wait_job(&failed, 20).await;
+        assert_eq!(job["status"], "Failure", "{job}");
+        let (s, body) = admin
+            .post(
+                "press.api.site.new",
+                json!({"site": {"name": "fromfail", "plan": "Starter", "backup": failed}}),
+            )
+            .await;
+        assert_eq!(
+            (s, body["exc_type"].as_str()),
+            (400, Some("ValidationError")),
+            "{body}"
+        );
+        assert!(server_message(&body).contains("Failure"), "{body}");
+        cloud.shutdown().await;
+    }
+    sd.trigger();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_backups_beyond_keep_are_deleted_oldest_first() {
+    use object_store::ObjectStore;
+    let (url, _dir, sd) = start_s3().await;
+    let s3 = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(&url)
+        .with_allow_http(true)
+        .with_region("us-east-1")
+        .with_bucket_name("backups")
+        .with_access_key_id(KEY)
+        .with_secret_access_key(SECRET)
+        .build()
+        .unwrap();
+    let policy = |every_ms: u64| {
+        vec![pressoir_press::backup_policy::BackupPolicy {
+            plan: "Starter".into(),
+            every: std::time::Duration::from_millis(every_ms),
+            keep: 2,
+        }]
+    };
+    let opts = Opts {
+        agent_storage: Some(pressoir_agent::StorageConfig::new(
+            url.clone(),
+            "backups",
+            KEY,
+            Secret::new(SECRET),
+        )),
+        ..Opts::default()
+    };
+    for backend in backends() {
+        let mut cloud = Cloud::start(&backend, opts.clone()).await;
+        let admin = cloud.admin().await;
+        let (site, _) = admin.new_site("pruned", &["frappe"]).await;
+        admin.wait_status(&site, "Active", 20).await;
+        // One backup on demand first: never pruned, never counted.
+        let (_, body) = admin
+            .post("press.api.site.backup", json!({"name": site}))
+            .await;
+        wait_success(&admin, &body).await;
+
+        // A backup every 200 ms until five scheduled ones succeeded...
+        cloud.stop_press().await;
+        cloud.opts.backup_policies = policy(200);
+        cloud.start_press(None).await;
+        let jobs = |admin: Client, site: String| async move {
+            let (_, body) = admin
+                .get(
+                    "press.api.site.jobs",
+                    &[("name", &site), ("limit_page_length", "1000")],
+                )
+                .await;
+            body["message"].as_array().cloned().unwrap_or_default()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let done = jobs(admin.clone(), site.clone())
+                .await
+                .iter()
+                .filter(|j| j["job_type"] == "Backup Site" && j["status"] == "Success")
+                .count();
+            if done >= 6 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "only {done} backups");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        // ...then a policy that takes none for an hour: pruning settles at keep (2).
+        cloud.stop_press().await;
+        cloud.opts.backup_policies = policy(3_600_000);
+        cloud.start_press(None).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let list = loop {
+            let all = jobs(admin.clone(), site.clone()).await;
+            let busy = all
+                .iter()
+                .any(|j| j["status"] != "Success" && j["status"] != "Failure");
+            let (_, body) = admin
+                .get("press.api.site.backups", &[("name", &site)])
+                .await;
+            let list = body["message"].as_array().cloned().unwrap();
+            let scheduled = list.iter().filter(|b| b["scheduled"] == true).count();
+            if !busy && scheduled == 2 {
+                break list;
+            }
+            assert!(std::time::Instant::now() < deadline, "{body}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        // The listed backups: the newest two scheduled ones and the one on demand, all in S3.
+        assert_eq!(list.len(), 3, "{list:?}");
+        assert_eq!(list[2]["scheduled"], false);
+        for b in &list {
+            assert_eq!(b["status"], "Success");
+            let key = format!("sites/{}/manifest.json", b["name"].as_str().unwrap());
+            s3.head(&key.as_str().into()).await.unwrap();
+        }
+        // Every deleted one is older than those kept, and gone from S3.
+        let all = jobs(admin.clone(), site.clone()).await;
+        let deletions: Vec<&serde_json::Value> = all
+            .iter()
+            .filter(|j| j["job_type"] == "Delete Site Backup")
+            .collect();
+        assert!(deletions.len() >= 3, "{deletions:?}");
+        // Ids start with their time, so the oldest kept one bounds the deleted ones.
+        let oldest_kept = list[1]["name"].as_str().unwrap().to_string();
+        for d in deletions {
+            assert_eq!(d["status"], "Success", "{d}");
+            let job = admin.wait_job(d["name"].as_str().unwrap(), 5).await;
+            let name = job["result"]["backup"].as_str().unwrap().to_string();
+            assert!(name < oldest_kept, "{name} deleted, {oldest_kept} kept");
+            assert!(list.iter().all(|b| b["name"] != name.as_str()));
+            let key = format!("sites/{name}/manifest.json");
+            assert!(
+                s3.head(&key.as_str().into()).await.is_err(),
+                "{name} is still in S3"
+            );
+        }
+        cloud.shutdown().await;
+    }
+    sd.trigger();
+}
