@@ -37,6 +37,13 @@ pub struct UpArgs {
     /// Let webhooks target loopback, private and link-local addresses (local development).
     #[arg(long, env = "PRESSOIR_WEBHOOKS_ALLOW_PRIVATE", value_parser = clap::builder::FalseyValueParser::new())]
     pub webhooks_allow_private: bool,
+    /// Every seeded plan's backup policy: each Active site is backed up (with its files, to
+    /// the embedded S3 bucket `backups`) this often, in seconds; 0 turns scheduled backups off.
+    #[arg(long, env = "PRESSOIR_BACKUP_EVERY_SECS", default_value_t = 86_400)]
+    pub backup_every_secs: u64,
+    /// How many scheduled backups of a site the policy keeps (older ones are deleted).
+    #[arg(long, env = "PRESSOIR_BACKUP_KEEP", default_value_t = 7)]
+    pub backup_keep: usize,
 }
 
 /// The embedded server and bench, the reference's names.
@@ -133,6 +140,23 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     press.webhooks.allow_private = args.webhooks_allow_private;
     // The embedded agent has offsite storage: site.archive backs a site up first.
     press.archive_backup = true;
+    // Every seeded plan backs its sites up on the same schedule (daily, keep 7 by default);
+    // the scheduler looks a few times per interval, at most once a minute.
+    if args.backup_every_secs > 0 {
+        let every = std::time::Duration::from_secs(args.backup_every_secs);
+        press.backup_policies = pressoir_press::default_plans()
+            .iter()
+            .map(|p| pressoir_press::backup_policy::BackupPolicy {
+                plan: p.name.clone(),
+                every,
+                keep: args.backup_keep,
+            })
+            .collect();
+        press.backup_tick = (every / 4).clamp(
+            std::time::Duration::from_millis(100),
+            std::time::Duration::from_secs(60),
+        );
+    }
     let mut seed =
         pressoir_press::ServerSeed::new(SERVER, &format!("http://{agent_addr}"), agent_password);
     seed.bench = BENCH.to_string();

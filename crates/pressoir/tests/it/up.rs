@@ -18,6 +18,10 @@ impl Drop for Up {
 }
 
 fn up(data: &std::path::Path) -> Up {
+    up_with(data, &[])
+}
+
+fn up_with(data: &std::path::Path, extra: &[&str]) -> Up {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pressoir"))
         .args([
             "up",
@@ -28,6 +32,7 @@ fn up(data: &std::path::Path) -> Up {
             "--data-dir",
         ])
         .arg(data)
+        .args(extra)
         .env("PRESSOIR_ADMIN_PASSWORD", "admin")
         .env_remove("PRESSOIR_AGENT_PASSWORD")
         .env_remove("PRESSOIR_DATABASE_URL")
@@ -217,6 +222,108 @@ fn the_reference_curl_lines_work_against_pressoir_up() {
         );
         assert!(body.contains("job"), "{body}");
         wait_for(p, jar, r#""status":"Archived""#);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `up` backs every seeded plan's sites up on a schedule (`--backup-every-secs`, here 1 s) to
+/// the embedded S3 and keeps `--backup-keep` of them (here 2), deleting older ones.
+#[test]
+fn up_backs_sites_up_on_schedule_and_prunes_beyond_keep() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        println!("SKIPPED: curl is not installed");
+        return;
+    }
+    let dir = tempfile_dir();
+    let jar = dir.join("cookies.txt");
+    let jar = jar.to_str().unwrap();
+    {
+        let u = up_with(&dir, &["--backup-every-secs", "1", "--backup-keep", "2"]);
+        let p = u.port;
+        curl(
+            p,
+            &[
+                "-c",
+                jar,
+                "-X",
+                "POST",
+                "http://cloud.localhost:30080/api/method/login",
+                "-d",
+                "usr=Administrator",
+                "-d",
+                "pwd=admin",
+            ],
+        );
+        let body = curl(
+            p,
+            &[
+                "-b",
+                jar,
+                "-X",
+                "POST",
+                "http://cloud.localhost:30080/api/method/press.api.site.new",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                r#"{"site": {"name": "mysite", "apps": ["frappe"], "plan": "Starter"}}"#,
+            ],
+        );
+        assert!(body.contains("mysite.cloud.localhost"), "{body}");
+        wait_for(p, jar, r#""status":"Active""#);
+        // Backups come every second; once one was deleted, at most keep (2) scheduled ones
+        // (and one more just taken) are listed, all successful.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let jobs = curl(
+                p,
+                &[
+                    "-b",
+                    jar,
+                    "http://cloud.localhost:30080/api/method/press.api.site.jobs?name=mysite&limit_page_length=1000",
+                ],
+            );
+            let jobs: serde_json::Value = serde_json::from_str(&jobs).unwrap();
+            let deleted = jobs["message"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|j| j["job_type"] == "Delete Site Backup" && j["status"] == "Success");
+            if deleted {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no backup was pruned: {jobs}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let body = curl(
+            p,
+            &[
+                "-b",
+                jar,
+                "http://cloud.localhost:30080/api/method/press.api.site.backups?name=mysite",
+            ],
+        );
+        let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let ok: Vec<_> = list["message"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["status"] == "Success" && b["deleting"] == false)
+            .collect();
+        assert!(!ok.is_empty() && ok.len() <= 3, "{body}");
+        assert!(ok.iter().all(|b| b["scheduled"] == true), "{body}");
+        // The backups went to the embedded S3 bucket `backups`.
+        let job = curl(
+            p,
+            &[
+                "-b",
+                jar,
+                &format!(
+                    "http://cloud.localhost:30080/api/method/press.api.site.job?job={}",
+                    ok[0]["job"].as_str().unwrap()
+                ),
+            ],
+        );
+        assert!(job.contains(r#""bucket":"backups""#), "{job}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
