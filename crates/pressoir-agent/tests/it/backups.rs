@@ -864,6 +864,11 @@ async fn kill_9_during_backup_upload_and_restore_leaves_no_partial_backup_and_an
     let child = Child::spawn(root.path(), &s3);
     let r = child.wait(&id).await;
     // Either resumed to Success (fully restored) or Failure "interrupted" (as it was).
+    println!(
+        "restore killed in step '{}': after the restart it ended {}",
+        caught["steps"][1]["name"].as_str().unwrap_or_default(),
+        r["status"]
+    );
     match r["status"].as_str() {
         Some("Success") => {
             assert_eq!(rows(&sites, site).await, before_rows, "fully restored");
