@@ -9,6 +9,10 @@
 //!   GET of a presigned URL, streamed with reqwest) MiB/s,
 //! - and, through `benches/boto3_bench.py`, the same with boto3 on one thread.
 //!
+//! Each client's ceiling is measured too: its 4 KiB PUT and GET against a null server in
+//! this process that answers every request with an S3-shaped 200 and stores nothing, so
+//! the figures show how much of a ratio to moto the client itself leaves reachable.
+//!
 //! Env: BENCH_SECONDS (per small-object figure, default 3), BENCH_MIB (default 256).
 
 use futures::StreamExt;
@@ -135,6 +139,31 @@ fn start_moto(python: &std::path::Path) -> Option<Target> {
     })
 }
 
+/// The null server: reads each request's body, answers PUT with an ETag and GET with a
+/// 4 KiB object, stores nothing.
+async fn start_null_server() -> String {
+    use axum::body::Bytes;
+    use axum::http::{Method, header};
+    async fn answer(method: Method, _body: Bytes) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let common = [
+            (header::ETAG, "\"0123456789abcdef0123456789abcdef\""),
+            (header::LAST_MODIFIED, "Fri, 04 Dec 2026 12:00:00 GMT"),
+            (header::CONTENT_TYPE, "binary/octet-stream"),
+        ];
+        if method == Method::GET {
+            (common, vec![7u8; 4096]).into_response()
+        } else {
+            (common, "").into_response()
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(answer);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
 fn client(url: &str, bucket: &str) -> Arc<object_store::aws::AmazonS3> {
     Arc::new(
         AmazonS3Builder::new()
@@ -197,6 +226,13 @@ async fn rust_figures(url: &str, bucket: &str, seconds: f64, mib: usize) -> Figu
     };
     let put_4k = run("put").await;
     let get_4k = run("get").await;
+    if mib == 0 {
+        return Figures {
+            put_4k,
+            get_4k,
+            ..Default::default()
+        };
+    }
 
     let big = bytes::Bytes::from((0..mib << 20).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
     let key = Path::from("big.bin");
@@ -323,6 +359,16 @@ fn main() {
     }
 
     let mut rows: Vec<(String, &str, Figures)> = Vec::new();
+    let null = rt.block_on(start_null_server());
+    let null_dir = dir.path().join("work-null");
+    std::fs::create_dir_all(&null_dir).unwrap();
+    if let Some(py) = &python
+        && let Some(f) = boto3_figures(py, &null, "backups", &null_dir, seconds, 0)
+    {
+        rows.push(("ceiling".into(), "boto3, 1 thread", f));
+    }
+    let f = rt.block_on(rust_figures(&null, "backups", seconds, 0));
+    rows.push(("ceiling".into(), "Rust object_store, 16 conns", f));
     for t in &targets {
         // Pressoir seeds `backups`; moto creates buckets on demand (the boto3 driver does so
         // first, and moto accepts the object_store client's PUTs once the bucket exists).
@@ -337,18 +383,27 @@ fn main() {
         rows.push((t.name.clone(), "Rust object_store, 16 conns", f));
     }
 
+    let get = |s: &str, c: &str| rows.iter().find(|r| r.0 == s && r.1 == c).map(|r| r.2);
     println!();
     println!(
-        "{:<10} {:<28} {:>12} {:>12} {:>14} {:>16}",
-        "server", "client", "PUT 4KiB/s", "GET 4KiB/s", "upload MiB/s", "download MiB/s"
+        "{:<16} {:<28} {:>12} {:>12} {:>14} {:>16} {:>20}",
+        "server",
+        "client",
+        "PUT 4KiB/s",
+        "GET 4KiB/s",
+        "upload MiB/s",
+        "download MiB/s",
+        "client ceiling P/G"
     );
-    for (server, client, f) in &rows {
+    for (server, client, f) in rows.iter().filter(|r| r.0 != "ceiling") {
+        let ceiling = get("ceiling", client).map_or("-".to_string(), |c| {
+            format!("{:.0}/{:.0}", c.put_4k, c.get_4k)
+        });
         println!(
-            "{:<16} {:<28} {:>12.0} {:>12.0} {:>14.0} {:>16.0}",
-            server, client, f.put_4k, f.get_4k, f.upload_mibs, f.download_mibs
+            "{:<16} {:<28} {:>12.0} {:>12.0} {:>14.0} {:>16.0} {:>20}",
+            server, client, f.put_4k, f.get_4k, f.upload_mibs, f.download_mibs, ceiling
         );
     }
-    let get = |s: &str, c: &str| rows.iter().find(|r| r.0 == s && r.1 == c).map(|r| r.2);
     for (name, c) in [
         ("pressoir", "boto3, 1 thread"),
         ("pressoir", "Rust object_store, 16 conns"),
@@ -365,9 +420,19 @@ fn main() {
             );
         }
     }
+    for c in ["boto3, 1 thread", "Rust object_store, 16 conns"] {
+        if let (Some(p), Some(m)) = (get("ceiling", c), get("moto", c)) {
+            println!(
+                "client ceiling / moto ({c}): PUT {:.1}x  GET {:.1}x (the most any server can reach with this client)",
+                p.put_4k / m.put_4k,
+                p.get_4k / m.get_4k,
+            );
+        }
+    }
     println!(
         "({mib} MiB objects, {seconds} s per small-object figure; `pressoir` fsyncs each object and its \
-         directory before answering, `pressoir-nosync` does not, moto keeps objects in memory; \
+         directory (shared by concurrent writers) before answering, `pressoir-nosync` does not, \
+         moto keeps objects in memory; the client ceiling is against a null server in this process; \
          loopback, {} cores, load average {})",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         std::fs::read_to_string("/proc/loadavg")
