@@ -631,64 +631,72 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Directory fsyncs shared by concurrent writers (group commit): a writer that renamed a
-/// file into a directory waits until some fsync of that directory started after its
-/// rename has finished. One writer at a time runs a batch, fsyncing each directory named
-/// since the last batch once, while the others queue for the next; so N concurrent writers
-/// cost about two batches, not N fsyncs.
+/// Directory fsyncs shared by concurrent writers (group commit). A writer that renamed a
+/// file into a directory needs one fsync of it that started after the rename: if one is
+/// already running it waits for the next, which covers every writer that queued meanwhile.
+/// So N writers into one directory cost about two fsyncs, not N; writers into different
+/// directories fsync them concurrently (the filesystem's journal joins those commits).
 #[derive(Default)]
 pub struct DirSync {
-    state: Mutex<DirSyncState>,
+    dirs: Mutex<HashMap<PathBuf, DirState>>,
     done: std::sync::Condvar,
 }
 
 #[derive(Default)]
-struct DirSyncState {
-    /// Writers waiting for the next batch: (ticket, directories).
-    queued: Vec<(u64, Vec<PathBuf>)>,
-    next_ticket: u64,
-    /// Outcomes of finished batches not yet collected by their writer.
-    results: HashMap<u64, Option<io::ErrorKind>>,
+struct DirState {
+    /// fsyncs of this directory started so far; the running one is number `started`.
+    started: u64,
     running: bool,
+    /// The latest fsync that succeeded, and the latest that finished either way.
+    ok: u64,
+    finished: u64,
+    waiters: usize,
 }
 
 impl DirSync {
-    /// Returns once every directory in `dirs` has been fsynced after this call began.
+    /// Returns once each directory in `dirs` has been fsynced after this call began.
     pub fn sync(&self, dirs: Vec<PathBuf>) -> io::Result<()> {
-        let mut st = self.state.lock().expect("dir sync lock");
-        let ticket = st.next_ticket;
-        st.next_ticket += 1;
-        st.queued.push((ticket, dirs));
-        loop {
-            if let Some(r) = st.results.remove(&ticket) {
-                return r.map_or(Ok(()), |kind| {
-                    Err(io::Error::new(kind, "fsync of a directory failed"))
-                });
+        dirs.into_iter().try_for_each(|d| self.sync_one(d))
+    }
+
+    fn sync_one(&self, dir: PathBuf) -> io::Result<()> {
+        let mut map = self.dirs.lock().expect("dir sync lock");
+        let st = map.entry(dir.clone()).or_default();
+        st.waiters += 1;
+        // The first fsync to start from now on covers this writer's rename.
+        let need = st.started + 1;
+        let result = loop {
+            let st = map.get_mut(&dir).expect("held by its waiters");
+            if st.ok >= need {
+                break Ok(());
+            }
+            if st.finished >= need {
+                break Err(io::Error::other("fsync of a directory failed"));
             }
             if st.running {
-                st = self.done.wait(st).expect("dir sync lock");
+                map = self.done.wait(map).expect("dir sync lock");
                 continue;
             }
             st.running = true;
-            let batch = std::mem::take(&mut st.queued);
-            drop(st);
-            let mut failed: HashMap<&Path, io::ErrorKind> = HashMap::new();
-            let mut synced: std::collections::HashSet<&Path> = Default::default();
-            for dir in batch.iter().flat_map(|(_, d)| d) {
-                if synced.insert(dir)
-                    && let Err(e) = sync_dir(dir)
-                {
-                    failed.insert(dir, e.kind());
-                }
-            }
-            st = self.state.lock().expect("dir sync lock");
-            for (t, dirs) in &batch {
-                let err = dirs.iter().find_map(|d| failed.get(d.as_path()).copied());
-                st.results.insert(*t, err);
-            }
+            st.started += 1;
+            let this = st.started;
+            drop(map);
+            let r = sync_dir(&dir);
+            map = self.dirs.lock().expect("dir sync lock");
+            let st = map.get_mut(&dir).expect("held by its waiters");
             st.running = false;
+            st.finished = this;
+            if r.is_ok() {
+                st.ok = this;
+            }
             self.done.notify_all();
+        };
+        let st = map.get_mut(&dir).expect("held by its waiters");
+        st.waiters -= 1;
+        if st.waiters == 0 && !st.running {
+            map.remove(&dir);
         }
+        result
     }
 }
 
@@ -1884,8 +1892,7 @@ mod tests {
         for t in threads {
             assert!(t.join().unwrap());
         }
-        let st = sync.state.lock().unwrap();
-        assert!(st.results.is_empty() && st.queued.is_empty() && !st.running);
+        assert!(sync.dirs.lock().unwrap().is_empty());
     }
 
     #[test]
