@@ -21,8 +21,8 @@
 //! metadata visible together. Files are written under `tmp/`, fsynced, then renamed into
 //! place: a crash mid-write leaves only a temp file, which the next start removes. A write
 //! is acknowledged only once the directory holding its new name is fsynced too; concurrent
-//! writers share those directory fsyncs ([`DirSync`], a group commit), so a burst of small
-//! PUTs costs about one file fsync each plus a few directory fsyncs in all.
+//! writers into one directory share its fsyncs ([`DirSync`], a group commit), so parallel
+//! parts of an upload cost one file fsync each plus about two of their directory.
 //! The key index used for listing lives in memory and is rebuilt from the trailers at start.
 
 use bytes::Bytes;
