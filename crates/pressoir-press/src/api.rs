@@ -543,22 +543,46 @@ async fn agent_callback(ctx: &Ctx) -> Result<Response> {
 
 // ---------- sites ----------
 
+/// A site as the API shows it; serialized straight from the row, without a `Value` tree.
+#[derive(serde::Serialize)]
+struct SiteView<'a> {
+    name: &'a str,
+    host_name: &'a str,
+    status: &'a str,
+    plan: &'a str,
+    apps: Vec<String>,
+    server: &'a str,
+    bench: &'a str,
+    group: &'a str,
+    team: &'a str,
+    subdomain: &'a str,
+    domain: &'a str,
+    creation: String,
+    modified: String,
+}
+
+impl<'a> SiteView<'a> {
+    fn of(s: &'a Site) -> Self {
+        SiteView {
+            name: &s.name,
+            host_name: &s.name,
+            status: &s.status,
+            plan: &s.plan,
+            apps: s.app_list(),
+            server: &s.server,
+            bench: &s.bench,
+            group: &s.bench,
+            team: &s.team,
+            subdomain: &s.subdomain,
+            domain: &s.domain,
+            creation: rfc3339_ms(s.created),
+            modified: rfc3339_ms(s.modified),
+        }
+    }
+}
+
 pub(crate) fn site_json(s: &Site) -> Value {
-    json!({
-        "name": s.name,
-        "host_name": s.name,
-        "status": s.status,
-        "plan": s.plan,
-        "apps": s.app_list(),
-        "server": s.server,
-        "bench": s.bench,
-        "group": s.bench,
-        "team": s.team,
-        "subdomain": s.subdomain,
-        "domain": s.domain,
-        "creation": rfc3339_ms(s.created),
-        "modified": rfc3339_ms(s.modified),
-    })
+    serde_json::to_value(SiteView::of(s)).unwrap_or(Value::Null)
 }
 
 pub(crate) fn job_summary(j: &Job) -> Value {
@@ -832,10 +856,33 @@ async fn site_list(ctx: &Ctx) -> Result<Response> {
 async fn site_get(ctx: &Ctx) -> Result<Response> {
     let c = ctx.caller().await?;
     let site = ctx.site(&c, &ctx.required("name")?).await?;
-    let mut v = site_json(&site);
-    v["config"] = serde_json::from_str(&site.config).unwrap_or(Value::Null);
-    v["info"] = json!({"owner": site.team, "created_on": rfc3339_ms(site.created)});
-    Ok(ok(v))
+    #[derive(serde::Serialize)]
+    struct Detail<'a> {
+        #[serde(flatten)]
+        site: SiteView<'a>,
+        config: Value,
+        info: Info<'a>,
+    }
+    #[derive(serde::Serialize)]
+    struct Info<'a> {
+        owner: &'a str,
+        created_on: String,
+    }
+    #[derive(serde::Serialize)]
+    struct Message<'a> {
+        message: Detail<'a>,
+    }
+    let body = Message {
+        message: Detail {
+            site: SiteView::of(&site),
+            config: serde_json::from_str(&site.config).unwrap_or(Value::Null),
+            info: Info {
+                owner: &site.team,
+                created_on: rfc3339_ms(site.created),
+            },
+        },
+    };
+    Ok(axum::Json(body).into_response())
 }
 
 async fn site_exists(ctx: &Ctx) -> Result<Response> {
