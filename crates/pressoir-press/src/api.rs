@@ -33,12 +33,23 @@ pub struct AppState {
     pub dispatcher: Arc<Dispatcher>,
     ping_cache: Mutex<HashMap<String, (Instant, Value)>>,
     /// Serialized site lists by (team, status, start, limit), valid while the team's
-    /// `sites_version` is unchanged.
-    list_cache: Mutex<HashMap<ListKey, (i64, Bytes)>>,
+    /// `sites_version` is unchanged; served without asking for the version while younger than
+    /// the site cache's lifetime and no site was written through this process since.
+    list_cache: Mutex<HashMap<ListKey, CachedList>>,
 }
 
 /// (team, status filter, start, limit) of a cached site list.
 type ListKey = (String, String, i64, i64);
+
+/// A serialized site list: the team's `sites_version` and the store's site generation it
+/// was checked against, and when.
+#[derive(Clone)]
+struct CachedList {
+    version: i64,
+    generation: u64,
+    checked: Instant,
+    body: Bytes,
+}
 
 impl AppState {
     pub fn new(store: Store, config: Config, dispatcher: Arc<Dispatcher>) -> Self {
@@ -817,13 +828,14 @@ async fn site_list(ctx: &Ctx) -> Result<Response> {
     };
     let start = num("start", 0)?;
     let limit = num("limit", 100_000)?;
-    let version = ctx.st.store.sites_version(&team).await?;
     let key = (
         team.clone(),
         status.clone().unwrap_or_default(),
         start,
         limit,
     );
+    // Taken before any read, so a site write committed meanwhile makes the entry unfit.
+    let generation = ctx.st.store.sites_generation();
     let cached = ctx
         .st
         .list_cache
@@ -831,8 +843,15 @@ async fn site_list(ctx: &Ctx) -> Result<Response> {
         .unwrap_or_else(|p| p.into_inner())
         .get(&key)
         .cloned();
+    if let Some(c) = &cached
+        && c.generation == generation
+        && c.checked.elapsed() < crate::store::SITE_CACHE_TTL
+    {
+        return Ok(([(header::CONTENT_TYPE, "application/json")], c.body.clone()).into_response());
+    }
+    let version = ctx.st.store.sites_version(&team).await?;
     let body = match cached {
-        Some((v, body)) if v == version => body,
+        Some(c) if c.version == version => c.body,
         _ => {
             let sites = ctx
                 .st
@@ -840,16 +859,23 @@ async fn site_list(ctx: &Ctx) -> Result<Response> {
                 .sites(&team, status.as_deref(), start, limit)
                 .await?;
             let list = Value::Array(sites.iter().map(site_json).collect());
-            let body =
-                Bytes::from(serde_json::to_vec(&json!({ "message": list })).unwrap_or_default());
-            let mut c = ctx.st.list_cache.lock().unwrap_or_else(|p| p.into_inner());
-            if c.len() > 1024 {
-                c.clear();
-            }
-            c.insert(key, (version, body.clone()));
-            body
+            Bytes::from(serde_json::to_vec(&json!({ "message": list })).unwrap_or_default())
         }
     };
+    let mut c = ctx.st.list_cache.lock().unwrap_or_else(|p| p.into_inner());
+    if c.len() > 1024 {
+        c.clear();
+    }
+    c.insert(
+        key,
+        CachedList {
+            version,
+            generation,
+            checked: Instant::now(),
+            body: body.clone(),
+        },
+    );
+    drop(c);
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 

@@ -728,6 +728,12 @@ impl Store {
         Ok(site)
     }
 
+    /// Counts the site writes made through this process: a cache entry taken at one
+    /// generation is fit to serve only while the generation stays the same.
+    pub fn sites_generation(&self) -> u64 {
+        self.sites.lock().generation
+    }
+
     /// Forgets every cached site; called after any committed write to `sites`.
     pub fn sites_changed(&self) {
         let mut c = self.sites.lock();

@@ -403,7 +403,7 @@ async fn site_reads_show_every_change_at_once() {
     }
 }
 
-/// Another replica's cache follows a change within its short lifetime.
+/// Another replica's site and list caches follow a change within the site cache's lifetime.
 #[tokio::test]
 async fn a_replica_sees_a_change_within_the_site_cache_lifetime() {
     for b in backends() {
@@ -416,6 +416,8 @@ async fn a_replica_sees_a_change_within_the_site_cache_lifetime() {
         other.auth = admin.auth.clone();
         let (_, b) = other.get("press.api.site.get", &[("name", &site)]).await;
         assert_eq!(b["message"]["plan"], "Starter", "{b}");
+        let (_, l) = other.get("press.api.site.list", &[]).await;
+        assert_eq!(l["message"][0]["plan"], "Starter", "{l}");
 
         let (s, body) = admin
             .post(
@@ -427,7 +429,8 @@ async fn a_replica_sees_a_change_within_the_site_cache_lifetime() {
         let changed = std::time::Instant::now();
         loop {
             let (_, b) = other.get("press.api.site.get", &[("name", &site)]).await;
-            if b["message"]["plan"] == "Pro" {
+            let (_, l) = other.get("press.api.site.list", &[]).await;
+            if b["message"]["plan"] == "Pro" && l["message"][0]["plan"] == "Pro" {
                 break;
             }
             assert!(
