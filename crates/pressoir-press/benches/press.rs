@@ -74,11 +74,22 @@ async fn start_with(
     let mut agent = pressoir_agent::Config::new(dir.join("agent"), Secret::new(AGENT_PW));
     agent.rate_limit = agent_rate;
     agent.press_url = Some(format!("http://{addr}"));
+    // The agent on its own runtime, whose threads are named `agent`, so the CPU each side
+    // spends shows apart (see `cpu_by_thread`).
     let sd = shutdown.clone();
-    tokio::spawn(async move {
-        pressoir_agent::run(agent, agent_l, sd)
-            .await
-            .expect("agent runs")
+    let agent_l = agent_l.into_std().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("agent")
+            .thread_keep_alive(Duration::from_secs(3600))
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = TcpListener::from_std(agent_l).unwrap();
+            pressoir_agent::run(agent, l, sd).await.expect("agent runs")
+        })
     });
 
     let mut cfg = pressoir_press::Config::new(database_url, Secret::new(ADMIN_PW));
@@ -198,6 +209,7 @@ async fn bench_backend(label: &str, database_url: String, schema: &str, hello_rp
     );
 
     // 1,000 sites created and Active.
+    let cpu_before = cpu_by_thread();
     let t = Instant::now();
     let names: Vec<String> = (0..1000).map(|i| format!("bulk{i:05}")).collect();
     let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(16));
@@ -233,6 +245,17 @@ async fn bench_backend(label: &str, database_url: String, schema: &str, hello_rp
         "1,000 sites created and Active: {:.2} s (all accepted after {:.2} s)   [target <= 30 s]",
         t.elapsed().as_secs_f64(),
         accepted.as_secs_f64()
+    );
+    let cpu_after = cpu_by_thread();
+    let spent = |k: &str| {
+        cpu_after.get(k).copied().unwrap_or(0.0) - cpu_before.get(k).copied().unwrap_or(0.0)
+    };
+    println!(
+        "  CPU meanwhile: Press (with the bench's client) {:.2} s, agent {:.2} s, SQLite workers (both sides) {:.2} s, other threads {:.2} s; PostgreSQL's own processes not counted",
+        spent("press"),
+        spent("agent"),
+        spent("sqlite"),
+        spent("other")
     );
     // Where the time went: the agent's own start and end times against Press's bookkeeping.
     if let Ok(db) = pressoir_core::db::Db::connect(&database_url, schema, 1).await {
@@ -292,6 +315,42 @@ async fn bench_backend(label: &str, database_url: String, schema: &str, hello_rp
     tokio::time::sleep(Duration::from_millis(300)).await;
 }
 
+/// CPU seconds (user + system) of this process's live threads, by who runs on them: `press`
+/// (the main runtime: Press and the bench's client), `agent` (the agent's runtime), `sqlite`
+/// (sqlx's SQLite workers, Press's and the agent's alike) and `other`. Linux only; empty
+/// elsewhere.
+fn cpu_by_thread() -> std::collections::HashMap<&'static str, f64> {
+    let mut m = std::collections::HashMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return m;
+    };
+    for t in tasks.filter_map(|t| t.ok()) {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        // Fields after the `(comm)`: state is the 3rd, utime and stime the 14th and 15th.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+            + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let who = if comm.starts_with("agent") {
+            "agent"
+        } else if comm.starts_with("press") {
+            "press"
+        } else if comm.starts_with("sqlx-sqlite") {
+            "sqlite"
+        } else {
+            "other"
+        };
+        // Linux counts in clock ticks of 1/100 s (USER_HZ).
+        *m.entry(who).or_insert(0.0) += ticks / 100.0;
+    }
+    m
+}
+
 /// The burst: 200 site.new against the agent's default 50/min, Press's limit lifted.
 async fn burst_within_the_agents_limit() {
     let dir = tempfile::tempdir().unwrap();
@@ -346,6 +405,8 @@ async fn burst_within_the_agents_limit() {
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("press")
+        .thread_keep_alive(Duration::from_secs(3600))
         .enable_all()
         .build()
         .unwrap();

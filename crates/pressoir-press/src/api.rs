@@ -33,12 +33,23 @@ pub struct AppState {
     pub dispatcher: Arc<Dispatcher>,
     ping_cache: Mutex<HashMap<String, (Instant, Value)>>,
     /// Serialized site lists by (team, status, start, limit), valid while the team's
-    /// `sites_version` is unchanged.
-    list_cache: Mutex<HashMap<ListKey, (i64, Bytes)>>,
+    /// `sites_version` is unchanged; served without asking for the version while younger than
+    /// the site cache's lifetime and no site was written through this process since.
+    list_cache: Mutex<HashMap<ListKey, CachedList>>,
 }
 
 /// (team, status filter, start, limit) of a cached site list.
 type ListKey = (String, String, i64, i64);
+
+/// A serialized site list: the team's `sites_version` and the store's site generation it
+/// was checked against, and when.
+#[derive(Clone)]
+struct CachedList {
+    version: i64,
+    generation: u64,
+    checked: Instant,
+    body: Bytes,
+}
 
 impl AppState {
     pub fn new(store: Store, config: Config, dispatcher: Arc<Dispatcher>) -> Self {
@@ -315,7 +326,11 @@ async fn call(ctx: &Ctx, name: &str) -> Result<Response> {
         "press.api.site.change_plan" => {
             let c = ctx.caller().await?;
             let site = ctx.site(&c, &ctx.required("name")?).await?;
-            crate::billing::api::change_plan(&ctx.st.store, &site, &ctx.required("plan")?).await
+            let r = crate::billing::api::change_plan(&ctx.st.store, &site, &ctx.required("plan")?)
+                .await;
+            // Billing writes the site's plan itself: whatever happened, read the site afresh.
+            ctx.st.store.sites_changed();
+            r
         }
         m if m.starts_with("press.api.billing.") => {
             let c = ctx.caller().await?;
@@ -539,22 +554,46 @@ async fn agent_callback(ctx: &Ctx) -> Result<Response> {
 
 // ---------- sites ----------
 
+/// A site as the API shows it; serialized straight from the row, without a `Value` tree.
+#[derive(serde::Serialize)]
+struct SiteView<'a> {
+    name: &'a str,
+    host_name: &'a str,
+    status: &'a str,
+    plan: &'a str,
+    apps: Vec<String>,
+    server: &'a str,
+    bench: &'a str,
+    group: &'a str,
+    team: &'a str,
+    subdomain: &'a str,
+    domain: &'a str,
+    creation: String,
+    modified: String,
+}
+
+impl<'a> SiteView<'a> {
+    fn of(s: &'a Site) -> Self {
+        SiteView {
+            name: &s.name,
+            host_name: &s.name,
+            status: &s.status,
+            plan: &s.plan,
+            apps: s.app_list(),
+            server: &s.server,
+            bench: &s.bench,
+            group: &s.bench,
+            team: &s.team,
+            subdomain: &s.subdomain,
+            domain: &s.domain,
+            creation: rfc3339_ms(s.created),
+            modified: rfc3339_ms(s.modified),
+        }
+    }
+}
+
 pub(crate) fn site_json(s: &Site) -> Value {
-    json!({
-        "name": s.name,
-        "host_name": s.name,
-        "status": s.status,
-        "plan": s.plan,
-        "apps": s.app_list(),
-        "server": s.server,
-        "bench": s.bench,
-        "group": s.bench,
-        "team": s.team,
-        "subdomain": s.subdomain,
-        "domain": s.domain,
-        "creation": rfc3339_ms(s.created),
-        "modified": rfc3339_ms(s.modified),
-    })
+    serde_json::to_value(SiteView::of(s)).unwrap_or(Value::Null)
 }
 
 pub(crate) fn job_summary(j: &Job) -> Value {
@@ -789,13 +828,14 @@ async fn site_list(ctx: &Ctx) -> Result<Response> {
     };
     let start = num("start", 0)?;
     let limit = num("limit", 100_000)?;
-    let version = ctx.st.store.sites_version(&team).await?;
     let key = (
         team.clone(),
         status.clone().unwrap_or_default(),
         start,
         limit,
     );
+    // Taken before any read, so a site write committed meanwhile makes the entry unfit.
+    let generation = ctx.st.store.sites_generation();
     let cached = ctx
         .st
         .list_cache
@@ -803,8 +843,15 @@ async fn site_list(ctx: &Ctx) -> Result<Response> {
         .unwrap_or_else(|p| p.into_inner())
         .get(&key)
         .cloned();
+    if let Some(c) = &cached
+        && c.generation == generation
+        && c.checked.elapsed() < crate::store::SITE_CACHE_TTL
+    {
+        return Ok(([(header::CONTENT_TYPE, "application/json")], c.body.clone()).into_response());
+    }
+    let version = ctx.st.store.sites_version(&team).await?;
     let body = match cached {
-        Some((v, body)) if v == version => body,
+        Some(c) if c.version == version => c.body,
         _ => {
             let sites = ctx
                 .st
@@ -812,26 +859,56 @@ async fn site_list(ctx: &Ctx) -> Result<Response> {
                 .sites(&team, status.as_deref(), start, limit)
                 .await?;
             let list = Value::Array(sites.iter().map(site_json).collect());
-            let body =
-                Bytes::from(serde_json::to_vec(&json!({ "message": list })).unwrap_or_default());
-            let mut c = ctx.st.list_cache.lock().unwrap_or_else(|p| p.into_inner());
-            if c.len() > 1024 {
-                c.clear();
-            }
-            c.insert(key, (version, body.clone()));
-            body
+            Bytes::from(serde_json::to_vec(&json!({ "message": list })).unwrap_or_default())
         }
     };
+    let mut c = ctx.st.list_cache.lock().unwrap_or_else(|p| p.into_inner());
+    if c.len() > 1024 {
+        c.clear();
+    }
+    c.insert(
+        key,
+        CachedList {
+            version,
+            generation,
+            checked: Instant::now(),
+            body: body.clone(),
+        },
+    );
+    drop(c);
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 async fn site_get(ctx: &Ctx) -> Result<Response> {
     let c = ctx.caller().await?;
     let site = ctx.site(&c, &ctx.required("name")?).await?;
-    let mut v = site_json(&site);
-    v["config"] = serde_json::from_str(&site.config).unwrap_or(Value::Null);
-    v["info"] = json!({"owner": site.team, "created_on": rfc3339_ms(site.created)});
-    Ok(ok(v))
+    #[derive(serde::Serialize)]
+    struct Detail<'a> {
+        #[serde(flatten)]
+        site: SiteView<'a>,
+        config: Value,
+        info: Info<'a>,
+    }
+    #[derive(serde::Serialize)]
+    struct Info<'a> {
+        owner: &'a str,
+        created_on: String,
+    }
+    #[derive(serde::Serialize)]
+    struct Message<'a> {
+        message: Detail<'a>,
+    }
+    let body = Message {
+        message: Detail {
+            site: SiteView::of(&site),
+            config: serde_json::from_str(&site.config).unwrap_or(Value::Null),
+            info: Info {
+                owner: &site.team,
+                created_on: rfc3339_ms(site.created),
+            },
+        },
+    };
+    Ok(axum::Json(body).into_response())
 }
 
 async fn site_exists(ctx: &Ctx) -> Result<Response> {

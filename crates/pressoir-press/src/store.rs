@@ -7,6 +7,9 @@ use pressoir_core::clock::now_ms;
 use pressoir_core::db::{Db, is_unique_violation};
 use serde_json::{Value, json};
 use sqlx::{Any, FromRow, Transaction};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -14,6 +17,32 @@ static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 #[derive(Clone)]
 pub struct Store {
     pub db: Db,
+    sites: Arc<SiteCache>,
+}
+
+/// How long a site read by name may be served from memory. Writes made through this process
+/// clear the cache at once; this bounds how long another replica's writes can go unseen.
+pub const SITE_CACHE_TTL: Duration = Duration::from_secs(1);
+
+/// Sites by (team scope, full name), as [`Store::site`] found them. Every write to `sites`
+/// through this store calls [`Store::sites_changed`] after its commit, which empties the cache
+/// and bumps its generation; a read that began before the bump finds the generation moved
+/// and does not keep what it read, so a status committed here is never answered stale.
+#[derive(Default)]
+struct SiteCache {
+    inner: Mutex<SiteCacheInner>,
+}
+
+#[derive(Default)]
+struct SiteCacheInner {
+    generation: u64,
+    map: HashMap<(Option<String>, String), (Site, Instant)>,
+}
+
+impl SiteCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SiteCacheInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -183,7 +212,10 @@ fn steps_json(steps: &[String]) -> String {
 impl Store {
     pub async fn open(db: Db) -> Result<Store> {
         db.migrate(&SQLITE, &POSTGRES).await?;
-        Ok(Store { db })
+        Ok(Store {
+            db,
+            sites: Arc::default(),
+        })
     }
 
     // ---------- users, teams, sessions, keys ----------
@@ -608,6 +640,7 @@ impl Store {
         event_tx(&mut tx, "site.created", site, None, &site.status).await?;
         bump_tx(&mut tx, &site.team).await?;
         tx.commit().await?;
+        self.sites_changed();
         Ok(name)
     }
 
@@ -652,11 +685,23 @@ impl Store {
         let name = insert_job_tx(&mut tx, job, site).await?;
         bump_tx(&mut tx, &site.team).await?;
         tx.commit().await?;
+        self.sites_changed();
         Ok(name)
     }
 
     /// The live site of that name, else its latest archived one; scoped to `team` when given.
+    /// Served from the site cache when it was read less than [`SITE_CACHE_TTL`] ago.
     pub async fn site(&self, team: Option<&str>, name: &str) -> Result<Option<Site>> {
+        let key = (team.map(str::to_string), name.to_string());
+        let generation = {
+            let c = self.sites.lock();
+            if let Some((site, at)) = c.map.get(&key)
+                && at.elapsed() < SITE_CACHE_TTL
+            {
+                return Ok(Some(site.clone()));
+            }
+            c.generation
+        };
         let sql = match team {
             Some(_) => format!(
                 "SELECT {SITE_COLS} FROM sites WHERE name = $1 AND team = $2 ORDER BY CASE WHEN status = 'Archived' THEN 1 ELSE 0 END, created DESC LIMIT 1"
@@ -670,7 +715,30 @@ impl Store {
             Some(t) => q.bind(t),
             None => q,
         };
-        Ok(q.fetch_optional(&self.db.pool).await?)
+        let site = q.fetch_optional(&self.db.pool).await?;
+        if let Some(site) = &site {
+            let mut c = self.sites.lock();
+            if c.generation == generation {
+                if c.map.len() >= 10_000 {
+                    c.map.clear();
+                }
+                c.map.insert(key, (site.clone(), Instant::now()));
+            }
+        }
+        Ok(site)
+    }
+
+    /// Counts the site writes made through this process: a cache entry taken at one
+    /// generation is fit to serve only while the generation stays the same.
+    pub fn sites_generation(&self) -> u64 {
+        self.sites.lock().generation
+    }
+
+    /// Forgets every cached site; called after any committed write to `sites`.
+    pub fn sites_changed(&self) {
+        let mut c = self.sites.lock();
+        c.generation += 1;
+        c.map.clear();
     }
 
     pub async fn site_by_id(&self, id: &str) -> Result<Option<Site>> {
@@ -754,33 +822,33 @@ impl Store {
 
     /// Gives claimed jobs back, due again at `at` (no retry counted).
     pub async fn release(&self, names: &[String], at: i64) -> Result<()> {
-        let mut tx = self.db.pool.begin().await?;
-        for n in names {
-            sqlx::query(
-                "UPDATE jobs SET next_retry_at = $1 WHERE name = $2 AND status = 'Undelivered'",
-            )
-            .bind(at)
-            .bind(n)
-            .execute(&mut *tx)
-            .await?;
+        for chunk in names.chunks(CHUNK) {
+            let sql = format!(
+                "UPDATE jobs SET next_retry_at = $1 WHERE name IN ({}) AND status = 'Undelivered'",
+                marks(2, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(at);
+            for n in chunk {
+                q = q.bind(n);
+            }
+            q.execute(&self.db.pool).await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 
     /// Puts delivered but unfinished jobs back in the outbox (their agent lost them).
     pub async fn redeliver(&self, names: &[String]) -> Result<()> {
-        let mut tx = self.db.pool.begin().await?;
-        for n in names {
-            sqlx::query(
-                "UPDATE jobs SET status = 'Undelivered', agent_id = NULL, next_retry_at = $1, modified = $1 WHERE name = $2 AND status IN ('Pending', 'Running')",
-            )
-            .bind(now_ms())
-            .bind(n)
-            .execute(&mut *tx)
-            .await?;
+        for chunk in names.chunks(CHUNK) {
+            let sql = format!(
+                "UPDATE jobs SET status = 'Undelivered', agent_id = NULL, next_retry_at = $1, modified = $1 WHERE name IN ({}) AND status IN ('Pending', 'Running')",
+                marks(2, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(now_ms());
+            for n in chunk {
+                q = q.bind(n);
+            }
+            q.execute(&self.db.pool).await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 
@@ -820,15 +888,17 @@ impl Store {
     }
 
     pub async fn mark_polled(&self, names: &[String], now: i64) -> Result<()> {
-        let mut tx = self.db.pool.begin().await?;
-        for n in names {
-            sqlx::query("UPDATE jobs SET polled_at = $1 WHERE name = $2")
-                .bind(now)
-                .bind(n)
-                .execute(&mut *tx)
-                .await?;
+        for chunk in names.chunks(CHUNK) {
+            let sql = format!(
+                "UPDATE jobs SET polled_at = $1 WHERE name IN ({})",
+                marks(2, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(now);
+            for n in chunk {
+                q = q.bind(n);
+            }
+            q.execute(&self.db.pool).await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 
@@ -841,25 +911,29 @@ impl Store {
     /// Applies a batch of agent reports: one read to drop what changes nothing (most polled
     /// jobs), then one transaction per hundred for the rest, with their site effects. Returns
     /// how many jobs changed. Never moves a job backwards, whoever applies concurrently.
+    ///
+    /// Round trips per transaction: one UPDATE per changed job (in name order, so two
+    /// concurrent batches lock jobs in the same order), one read of all the sites whose job
+    /// changed status, the site effects, and one `sites_version` bump per team at the end, so
+    /// the team's row is locked only for the commit.
     pub async fn apply_updates(&self, server: &str, updates: &[JobUpdate]) -> Result<usize> {
         let mut changed = 0;
-        for chunk in updates.chunks(100) {
-            let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+        for chunk in updates.chunks(CHUNK) {
             let sql = format!(
                 "SELECT {JOB_COLS} FROM jobs WHERE server = $1 AND name IN ({})",
-                marks.join(", ")
+                marks(2, chunk.len())
             );
             let mut q = sqlx::query_as::<Any, Job>(&sql).bind(server);
             for u in chunk {
                 q = q.bind(&u.name);
             }
-            let seen: std::collections::HashMap<String, Job> = q
+            let seen: HashMap<String, Job> = q
                 .fetch_all(&self.db.pool)
                 .await?
                 .into_iter()
                 .map(|j| (j.name.clone(), j))
                 .collect();
-            let todo: Vec<(&JobUpdate, &Job, String)> = chunk
+            let mut todo: Vec<(&JobUpdate, &Job, String)> = chunk
                 .iter()
                 .filter_map(|u| {
                     let job = seen.get(&u.name)?;
@@ -873,8 +947,11 @@ impl Store {
             if todo.is_empty() {
                 continue;
             }
+            todo.sort_by(|a, b| a.1.name.cmp(&b.1.name));
             let now = now_ms();
             let mut tx = self.db.pool.begin().await?;
+            // Jobs whose status moved, in order: their events and site effects follow.
+            let mut moved: Vec<(&JobUpdate, &Job)> = Vec::new();
             for (u, job, steps) in todo {
                 // The first statement writes, so SQLite takes its write lock before any read.
                 let r = sqlx::query(
@@ -899,9 +976,30 @@ impl Store {
                     continue;
                 }
                 changed += 1;
-                if job.status == u.status {
-                    continue;
+                if job.status != u.status {
+                    moved.push((u, job));
                 }
+            }
+            let ids: Vec<&String> = moved
+                .iter()
+                .filter_map(|(_, j)| j.site_id.as_ref())
+                .collect();
+            let mut sites: HashMap<String, Site> = HashMap::new();
+            if !ids.is_empty() {
+                let sql = format!(
+                    "SELECT {SITE_COLS} FROM sites WHERE id IN ({})",
+                    marks(1, ids.len())
+                );
+                let mut q = sqlx::query_as::<Any, Site>(&sql);
+                for id in &ids {
+                    q = q.bind(*id);
+                }
+                for site in q.fetch_all(&mut *tx).await? {
+                    sites.insert(site.id.clone(), site);
+                }
+            }
+            let mut teams: Vec<String> = Vec::new();
+            for (u, job) in moved {
                 if u.status == job_status::FAILURE {
                     crate::webhooks::store::job_failed(&mut tx, job, u.error.as_deref()).await?;
                 }
@@ -913,38 +1011,47 @@ impl Store {
                     u.error.as_deref(),
                 )
                 .await?;
-                if let Some(site_id) = &job.site_id {
-                    let site = sqlx::query_as::<Any, Site>(&format!(
-                        "SELECT {SITE_COLS} FROM sites WHERE id = $1"
-                    ))
-                    .bind(site_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    if let Some(site) = site {
-                        apply_site_effects(&mut tx, job, u.status, &site, now).await?;
-                    }
+                let site = job.site_id.as_ref().and_then(|id| sites.get_mut(id));
+                if let Some(site) = site
+                    && apply_site_effects(&mut tx, job, u.status, site, now).await?
+                    && !teams.contains(&site.team)
+                {
+                    teams.push(site.team.clone());
                 }
             }
+            teams.sort();
+            for team in &teams {
+                bump_tx(&mut tx, team).await?;
+            }
             tx.commit().await?;
+            if !teams.is_empty() {
+                self.sites_changed();
+            }
         }
         Ok(changed)
     }
 
-    /// The agent accepted these jobs: remember their ids, in one transaction.
+    /// The agent accepted these jobs: remember their ids.
+    /// One statement per hundred jobs, each job's id chosen by a `CASE` on its name.
     pub async fn mark_delivered_many(&self, delivered: &[(String, String)]) -> Result<()> {
-        let mut tx = self.db.pool.begin().await?;
         let now = now_ms();
-        for (name, agent_id) in delivered {
-            sqlx::query(
-                "UPDATE jobs SET agent_id = $1, status = 'Pending', modified = $2, error = NULL WHERE name = $3 AND status = 'Undelivered'",
-            )
-            .bind(agent_id)
-            .bind(now)
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
+        for chunk in delivered.chunks(CHUNK) {
+            let cases: String = (0..chunk.len())
+                .map(|i| format!(" WHEN ${} THEN ${}", 2 * i + 2, 2 * i + 3))
+                .collect();
+            let sql = format!(
+                "UPDATE jobs SET agent_id = CASE name{cases} END, status = 'Pending', modified = $1, error = NULL WHERE name IN ({}) AND status = 'Undelivered'",
+                marks(2 * chunk.len() + 2, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(now);
+            for (name, agent_id) in chunk {
+                q = q.bind(name).bind(agent_id);
+            }
+            for (name, _) in chunk {
+                q = q.bind(name);
+            }
+            q.execute(&self.db.pool).await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 
@@ -962,14 +1069,17 @@ impl Store {
     }
 }
 
+/// What a job's new status does to its site, in the caller's transaction; `site` is kept
+/// equal to its row. Whether the site changed (the caller bumps the team's `sites_version`).
 async fn apply_site_effects(
     tx: &mut Transaction<'_, Any>,
     job: &Job,
     status: &str,
-    site: &Site,
+    site: &mut Site,
     now: i64,
-) -> Result<()> {
+) -> Result<bool> {
     use domain::job_type as t;
+    let mut changed = false;
     if let Some(next) = domain::site_status_after(&job.job_type, status, &site.status) {
         // An archived name frees its slot; a live site reusing it meanwhile keeps it.
         sqlx::query("UPDATE sites SET status = $1, modified = $2 WHERE id = $3")
@@ -982,23 +1092,28 @@ async fn apply_site_effects(
         if next == domain::site_status::ARCHIVED {
             event_tx(tx, "site.archived", site, Some(&site.status), next).await?;
         }
-        bump_tx(tx, &site.team).await?;
+        site.status = next.to_string();
+        site.modified = now;
+        changed = true;
     }
     if status != job_status::SUCCESS {
-        return Ok(());
+        return Ok(changed);
     }
     let data: Value = serde_json::from_str(&job.request_data).unwrap_or(Value::Null);
     match job.job_type.as_str() {
         t::INSTALL_APP | t::UNINSTALL_APP => {
             let app = data["app"].as_str().unwrap_or_default();
             if let Some(apps) = domain::apps_after(&job.job_type, &site.app_list(), app) {
+                let apps = serde_json::to_string(&apps).unwrap_or_default();
                 sqlx::query("UPDATE sites SET apps = $1, modified = $2 WHERE id = $3")
-                    .bind(serde_json::to_string(&apps).unwrap_or_default())
+                    .bind(&apps)
                     .bind(now)
                     .bind(&site.id)
                     .execute(&mut **tx)
                     .await?;
-                bump_tx(tx, &site.team).await?;
+                site.apps = apps;
+                site.modified = now;
+                changed = true;
             }
         }
         t::UPDATE_CONFIG => {
@@ -1014,17 +1129,20 @@ async fn apply_site_effects(
                     config.remove(k);
                 }
             }
+            let config = Value::Object(config).to_string();
             sqlx::query("UPDATE sites SET config = $1, modified = $2 WHERE id = $3")
-                .bind(Value::Object(config).to_string())
+                .bind(&config)
                 .bind(now)
                 .bind(&site.id)
                 .execute(&mut **tx)
                 .await?;
-            bump_tx(tx, &site.team).await?;
+            site.config = config;
+            site.modified = now;
+            changed = true;
         }
         _ => {}
     }
-    Ok(())
+    Ok(changed)
 }
 
 async fn insert_job_tx(tx: &mut Transaction<'_, Any>, job: &NewJob, site: &Site) -> Result<String> {
@@ -1103,6 +1221,17 @@ async fn add_member_tx(tx: &mut Transaction<'_, Any>, team: &str, user: &str) ->
         Err(e) if is_unique_violation(&e) => Ok(()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Rows per multi-row statement: well under SQLite's and PostgreSQL's parameter limits.
+const CHUNK: usize = 100;
+
+/// `$from, $from+1, ...`: `n` placeholders for an `IN (...)` list.
+fn marks(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn dup<T>(r: std::result::Result<T, sqlx::Error>, msg: impl FnOnce() -> String) -> Result<T> {

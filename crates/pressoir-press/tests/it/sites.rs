@@ -310,3 +310,137 @@ async fn invalid_sites_answer_frappe_errors() {
         cloud.shutdown().await;
     }
 }
+
+/// `site.get` is served from memory between changes; every change made through this Press
+/// shows on the very next read, and another team never gets a cached site.
+#[tokio::test]
+async fn site_reads_show_every_change_at_once() {
+    for b in backends() {
+        let cloud = Cloud::start(&b, Opts::default()).await;
+        let admin = cloud.admin().await;
+        let (site, _) = admin.new_site("cached", &["frappe"]).await;
+        admin.wait_status(&site, "Active", 20).await;
+        let get = |c: &Client| {
+            let c = c.clone();
+            let site = site.clone();
+            async move {
+                let (s, b) = c.get("press.api.site.get", &[("name", &site)]).await;
+                assert_eq!(s, 200, "{b}");
+                b["message"].clone()
+            }
+        };
+        for _ in 0..3 {
+            assert_eq!(get(&admin).await["plan"], "Starter");
+        }
+
+        // Another team, and the Administrator acting for it, never see the cached site.
+        admin
+            .post(
+                "press.api.account.new_user",
+                json!({"email": "bo@example.com", "full_name": "Bo", "password": "bo-password-1"}),
+            )
+            .await;
+        admin
+            .post(
+                "press.api.account.new_team",
+                json!({"name": "other", "title": "Other", "user": "bo@example.com"}),
+            )
+            .await;
+        let bo = cloud.login_token("bo@example.com", "bo-password-1").await;
+        let mut as_other = admin.clone();
+        as_other.team = Some("other".into());
+        for c in [&bo, &as_other] {
+            let (s, body) = c.get("press.api.site.get", &[("name", &site)]).await;
+            assert_eq!(
+                (s, body["exc_type"].as_str()),
+                (404, Some("DoesNotExistError"))
+            );
+        }
+
+        // A plan change, then each job's effect, read once, right after it happened.
+        let (s, body) = admin
+            .post(
+                "press.api.site.change_plan",
+                json!({"name": site, "plan": "Pro"}),
+            )
+            .await;
+        assert_eq!(s, 200, "{body}");
+        assert_eq!(get(&admin).await["plan"], "Pro");
+
+        let (s, body) = admin
+            .post(
+                "press.api.site.install_app",
+                json!({"name": site, "app": "hrms"}),
+            )
+            .await;
+        assert_eq!(s, 200, "{body}");
+        admin
+            .wait_job(body["message"]["job"].as_str().unwrap(), 20)
+            .await;
+        assert_eq!(get(&admin).await["apps"], json!(["frappe", "hrms"]));
+
+        let (s, body) = admin
+            .post(
+                "press.api.site.update_config",
+                json!({"name": site, "config": {"cached_key": 7}}),
+            )
+            .await;
+        assert_eq!(s, 200, "{body}");
+        admin
+            .wait_job(body["message"]["job"].as_str().unwrap(), 20)
+            .await;
+        assert_eq!(get(&admin).await["config"]["cached_key"], 7);
+
+        let (s, body) = admin
+            .post("press.api.site.archive", json!({"name": site}))
+            .await;
+        assert_eq!(s, 200, "{body}");
+        admin
+            .wait_job(body["message"]["job"].as_str().unwrap(), 20)
+            .await;
+        assert_eq!(get(&admin).await["status"], "Archived");
+        cloud.shutdown().await;
+    }
+}
+
+/// Another replica's site and list caches follow a change within the site cache's lifetime.
+#[tokio::test]
+async fn a_replica_sees_a_change_within_the_site_cache_lifetime() {
+    for b in backends() {
+        let cloud = Cloud::start(&b, Opts::default()).await;
+        let admin = cloud.admin().await;
+        let (site, _) = admin.new_site("replicated", &["frappe"]).await;
+        admin.wait_status(&site, "Active", 20).await;
+        let sd = pressoir_core::Shutdown::new();
+        let mut other = cloud.start_replica(sd.clone()).await;
+        other.auth = admin.auth.clone();
+        let (_, b) = other.get("press.api.site.get", &[("name", &site)]).await;
+        assert_eq!(b["message"]["plan"], "Starter", "{b}");
+        let (_, l) = other.get("press.api.site.list", &[]).await;
+        assert_eq!(l["message"][0]["plan"], "Starter", "{l}");
+
+        let (s, body) = admin
+            .post(
+                "press.api.site.change_plan",
+                json!({"name": site, "plan": "Pro"}),
+            )
+            .await;
+        assert_eq!(s, 200, "{body}");
+        let changed = std::time::Instant::now();
+        loop {
+            let (_, b) = other.get("press.api.site.get", &[("name", &site)]).await;
+            let (_, l) = other.get("press.api.site.list", &[]).await;
+            if b["message"]["plan"] == "Pro" && l["message"][0]["plan"] == "Pro" {
+                break;
+            }
+            assert!(
+                changed.elapsed()
+                    < pressoir_press::store::SITE_CACHE_TTL + std::time::Duration::from_secs(2),
+                "the replica still answers {b}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        sd.trigger();
+        cloud.shutdown().await;
+    }
+}
