@@ -3,7 +3,8 @@
 //!   own /proc accounting), for RS256 and ES256, over keep-alive connections;
 //! - the same for node `oidc-provider` (installed from npm under target/ at bench time, with a
 //!   config written here), side by side in the same run;
-//! - bearer-token validations/s through `BearerVerifier` (what Press calls per request);
+//! - bearer-token validations/s through `BearerVerifier` (what Press calls per request; one
+//!   token, so after its first check these are the remembered-token path);
 //! - `openssl speed rsa2048` sign/s from the same run, for scale.
 //!
 //! The server runs in a child process (this same binary, re-executed) so its CPU time is its
@@ -423,7 +424,9 @@ async fn bench() {
     );
 
     let vps = validations(addr, secs.min(3)).await;
-    println!("BearerVerifier (RS256, cached JWKS, 2 tasks): {vps:.0} validations/s");
+    println!(
+        "BearerVerifier (RS256, cached JWKS, one token, remembered after its first check, 2 tasks): {vps:.0} validations/s"
+    );
     let _ = child.kill();
     let _ = child.wait();
     if let Some(mut n) = node {

@@ -10,6 +10,10 @@ use pressoir_core::{Secret, TokenHash};
 
 /// The realm role that stands for Press's administrator.
 pub const ADMIN_ROLE: &str = "admin";
+/// The realm role that lets a user use Press as their own Press user.
+pub const PRESS_USER_ROLE: &str = "press-user";
+/// The realm role that lets a user call Press's read methods only.
+pub const PRESS_READ_ROLE: &str = "press-read";
 
 fn check_name(what: &str, s: &str, max: usize, extra: &[char]) -> Result<(), Error> {
     let ok = !s.is_empty()
@@ -239,6 +243,16 @@ pub async fn seed(store: &Store, s: &Seed<'_>) -> Result<(), Error> {
         create_realm(store, s.realm).await?;
         create_role(store, s.realm, ADMIN_ROLE, "Press administrator").await?;
         tracing::info!(realm = s.realm, "identity realm created");
+    }
+    // Realms seeded before these roles existed get them too.
+    let roles = store.roles(s.realm).await?;
+    for (role, description) in [
+        (PRESS_USER_ROLE, "Press user"),
+        (PRESS_READ_ROLE, "Press read-only access"),
+    ] {
+        if !roles.iter().any(|(n, _)| n == role) {
+            create_role(store, s.realm, role, description).await?;
+        }
     }
     let clients = store.clients(s.realm).await?;
     match clients.iter().find(|c| c.client_id == s.client_id) {

@@ -3,6 +3,13 @@
 //! keys by `kid`, refetches on an unknown `kid` (at most once per `min_refetch`), and checks
 //! the signature with the key's own algorithm, `exp`, `iss`, `aud` and `typ`.
 //!
+//! A verified token is remembered by its SHA-256 until its `exp`, so a client presenting the
+//! same token on every request costs one hash, not one signature check. A remembered token
+//! still needs the very key that verified it: once a JWKS fetch drops or replaces that key
+//! (a revoked key), the token is checked afresh and refused. The keys themselves are refetched
+//! when older than `max_key_age`, so a key removed from the issuer goes within that time even
+//! when no unknown `kid` triggers a fetch.
+//!
 //! It is deliberately independent of the rest of this crate: it speaks only HTTP and JWT, so
 //! pointing it at another issuer is configuration alone.
 //!
@@ -20,6 +27,7 @@
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
+use sha2::Digest;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -34,6 +42,8 @@ pub struct VerifierConfig {
     pub jwks_url: String,
     /// Least time between two JWKS fetches caused by unknown key ids.
     pub min_refetch: Duration,
+    /// Keys fetched longer ago than this are fetched again before use.
+    pub max_key_age: Duration,
     /// Clock skew allowed on `exp`, in seconds.
     pub leeway_secs: u64,
     /// Other `iss` values to accept (a Keycloak reached under several host names).
@@ -52,6 +62,7 @@ impl VerifierConfig {
             issuer,
             audience: audience.to_string(),
             min_refetch: Duration::from_secs(10),
+            max_key_age: Duration::from_secs(600),
             leeway_secs: 30,
             also_issuers: Vec::new(),
             accept_azp: false,
@@ -107,16 +118,30 @@ impl VerifiedClaims {
     }
 }
 
+type Key = Arc<(DecodingKey, Algorithm)>;
+
 struct Cached {
-    keys: HashMap<String, Arc<(DecodingKey, Algorithm)>>,
+    keys: HashMap<String, Key>,
     fetched: Option<Instant>,
 }
+
+/// A token verified earlier, and the key that verified it.
+#[derive(Clone)]
+struct Seen {
+    claims: Arc<VerifiedClaims>,
+    kid: String,
+    key: Key,
+}
+
+/// Verified tokens remembered at most; past it, expired ones go, then all.
+const MAX_SEEN: usize = 10_000;
 
 pub struct BearerVerifier {
     cfg: VerifierConfig,
     http: reqwest::Client,
     cache: RwLock<Cached>,
     fetching: tokio::sync::Mutex<()>,
+    seen: RwLock<HashMap<[u8; 32], Seen>>,
 }
 
 fn alg_of(jwk: &Jwk) -> Option<Algorithm> {
@@ -141,7 +166,7 @@ fn alg_of(jwk: &Jwk) -> Option<Algorithm> {
 
 /// The signing keys of a JWKS document. Keys this verifier cannot use (encryption keys,
 /// symmetric keys, unknown types) are skipped, not fatal.
-pub fn parse_jwks(doc: &Value) -> HashMap<String, Arc<(DecodingKey, Algorithm)>> {
+pub fn parse_jwks(doc: &Value) -> HashMap<String, Key> {
     let mut out = HashMap::new();
     let Some(keys) = doc.get("keys").and_then(Value::as_array) else {
         return out;
@@ -180,6 +205,7 @@ impl BearerVerifier {
                 fetched: None,
             }),
             fetching: tokio::sync::Mutex::new(()),
+            seen: RwLock::new(HashMap::new()),
         }
     }
 
@@ -187,7 +213,7 @@ impl BearerVerifier {
         &self.cfg
     }
 
-    fn lookup(&self, kid: &str) -> Option<Arc<(DecodingKey, Algorithm)>> {
+    fn lookup(&self, kid: &str) -> Option<Key> {
         let c = self.cache.read().unwrap_or_else(|p| p.into_inner());
         c.keys.get(kid).cloned()
     }
@@ -208,7 +234,7 @@ impl BearerVerifier {
             .await
             .map_err(|e| VerifyError::Jwks(e.without_url().to_string()))?;
         // Failed fetches count against the interval too, so a down issuer is not hammered.
-        let mark = |keys: Option<HashMap<String, Arc<(DecodingKey, Algorithm)>>>| {
+        let mark = |keys: Option<HashMap<String, Key>>| {
             let mut c = self.cache.write().unwrap_or_else(|p| p.into_inner());
             c.fetched = Some(Instant::now());
             if let Some(k) = keys {
@@ -231,7 +257,22 @@ impl BearerVerifier {
         }
     }
 
-    async fn key_for(&self, kid: &str) -> Result<Arc<(DecodingKey, Algorithm)>, VerifyError> {
+    /// Refetches keys older than `max_key_age` (once, however many requests notice); a failed
+    /// fetch keeps the keys already known.
+    async fn refresh_if_old(&self) {
+        let before = self.cache.read().unwrap_or_else(|p| p.into_inner()).fetched;
+        if before.is_none_or(|t| t.elapsed() < self.cfg.max_key_age) {
+            return;
+        }
+        let _one = self.fetching.lock().await;
+        let after = self.cache.read().unwrap_or_else(|p| p.into_inner()).fetched;
+        drop(_one);
+        if before == after {
+            let _ = self.refresh().await;
+        }
+    }
+
+    async fn key_for(&self, kid: &str) -> Result<Key, VerifyError> {
         if let Some(k) = self.lookup(kid) {
             return Ok(k);
         }
@@ -249,8 +290,38 @@ impl BearerVerifier {
         self.lookup(kid).ok_or(VerifyError::UnknownKey)
     }
 
+    /// A token verified earlier, if it has not expired and its key is still the one known.
+    fn recall(&self, digest: &[u8; 32]) -> Option<Arc<VerifiedClaims>> {
+        let seen = self
+            .seen
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(digest)
+            .cloned()?;
+        let key = self.lookup(&seen.kid)?;
+        (Arc::ptr_eq(&key, &seen.key) && pressoir_core::clock::now_ms() / 1000 < seen.claims.exp)
+            .then_some(seen.claims)
+    }
+
+    fn remember(&self, digest: [u8; 32], seen: Seen) {
+        let mut m = self.seen.write().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= MAX_SEEN {
+            let now = pressoir_core::clock::now_ms() / 1000;
+            m.retain(|_, s| s.claims.exp > now);
+            if m.len() >= MAX_SEEN {
+                m.clear();
+            }
+        }
+        m.insert(digest, seen);
+    }
+
     /// Verifies an access token and returns its claims.
-    pub async fn verify(&self, token: &str) -> Result<VerifiedClaims, VerifyError> {
+    pub async fn verify(&self, token: &str) -> Result<Arc<VerifiedClaims>, VerifyError> {
+        self.refresh_if_old().await;
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        if let Some(c) = self.recall(&digest) {
+            return Ok(c);
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Malformed)?;
         let kid = header.kid.ok_or(VerifyError::UnknownKey)?;
         let entry = self.key_for(&kid).await?;
@@ -286,7 +357,14 @@ impl BearerVerifier {
         if self.cfg.accept_azp && !audience_ok(&data.claims, &self.cfg.audience) {
             return Err(VerifyError::Audience);
         }
-        claims_of(data.claims)
+        let claims = Arc::new(claims_of(data.claims)?);
+        let seen = Seen {
+            claims: claims.clone(),
+            kid,
+            key: entry.clone(),
+        };
+        self.remember(digest, seen);
+        Ok(claims)
     }
 }
 

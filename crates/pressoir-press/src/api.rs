@@ -111,7 +111,35 @@ struct Ctx {
     host: String,
     ip: Option<IpAddr>,
     args: Map<String, Value>,
+    /// The method called, for read-only callers.
+    name: String,
 }
+
+/// What a read-only caller may call: methods that change nothing and reveal no secret.
+const READ_METHODS: &[&str] = &[
+    "press.api.account.me",
+    "press.api.account.teams",
+    "press.api.site.list",
+    "press.api.site.all",
+    "press.api.site.get",
+    "press.api.site.exists",
+    "press.api.site.jobs",
+    "press.api.site.job",
+    "press.api.site.backups",
+    "press.api.site.get_site_plans",
+    "press.api.plan.list",
+    "press.api.server.list",
+    "press.api.server.all",
+    "press.api.server.get",
+    "press.api.server.status",
+    "press.api.billing.usage",
+    "press.api.billing.invoices",
+    "press.api.webhook.events",
+    "press.api.webhook.available_events",
+    "press.api.webhook.list",
+    "press.api.webhook.attempts",
+    "press.api.webhook.deliveries",
+];
 
 async fn method(State(st): State<St>, Path(name): Path<String>, req: Request) -> Response {
     let ip = req
@@ -140,8 +168,9 @@ async fn method(State(st): State<St>, Path(name): Path<String>, req: Request) ->
         host,
         ip,
         args,
+        name,
     };
-    match call(&ctx, &name).await {
+    match call(&ctx, &ctx.name).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -229,11 +258,19 @@ impl Ctx {
     }
 
     async fn caller(&self) -> Result<Caller> {
-        self.st
+        let c = self
+            .st
             .auth
             .authenticate(&self.method, &self.headers, &self.host)
             .await?
-            .ok_or_else(|| Error::auth("Not Permitted"))
+            .ok_or_else(|| Error::auth("Not Permitted"))?;
+        if c.read_only && !READ_METHODS.contains(&self.name.as_str()) {
+            return Err(Error::permission(format!(
+                "the token grants read-only access: {} is not a read method",
+                self.name
+            )));
+        }
+        Ok(c)
     }
 
     async fn admin(&self) -> Result<Caller> {

@@ -34,6 +34,8 @@ pub struct Caller {
     pub is_admin: bool,
     pub default_team: Option<String>,
     pub via: Via,
+    /// A Bearer token granting read methods only (the OIDC read-only role).
+    pub read_only: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -43,10 +45,40 @@ struct UserInfo {
     default_team: Option<String>,
 }
 
-/// Verifies a Bearer token and names its user (a Press user name); the identity service's
-/// verifier is adapted to this in the binary.
+/// What a verified Bearer token may do as its Press user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Administrator rights, whatever the user's own.
+    Admin,
+    /// The user's own rights.
+    Full,
+    /// Read methods only; anything else is a 403 PermissionError.
+    ReadOnly,
+}
+
+/// A verified Bearer token: the Press user it acts as, and how far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BearerGrant {
+    pub user: String,
+    pub access: Access,
+}
+
+/// Why a Bearer token is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BearerRefusal {
+    /// Not a valid token (signature, expiry, issuer, audience): 401.
+    Invalid,
+    /// A valid token whose roles grant nothing in Press: 403.
+    NoAccess,
+}
+
+/// Verifies a Bearer token and names its user (a Press user name) and access; the identity
+/// service's verifier is adapted to this in the binary.
 pub trait BearerVerifier: Send + Sync {
-    fn verify(&self, token: &str) -> futures::future::BoxFuture<'_, Option<String>>;
+    fn verify(
+        &self,
+        token: &str,
+    ) -> futures::future::BoxFuture<'_, std::result::Result<BearerGrant, BearerRefusal>>;
 }
 
 fn argon() -> Argon2<'static> {
@@ -299,6 +331,7 @@ impl Authenticator {
             is_admin: info.is_admin,
             default_team: info.default_team,
             via,
+            read_only: false,
         }
     }
 
@@ -333,15 +366,20 @@ impl Authenticator {
                     let Some(v) = &self.bearer else {
                         return Err(Error::auth("Bearer tokens are not accepted here"));
                     };
-                    let u = v
-                        .verify(rest)
-                        .await
-                        .ok_or_else(|| Error::auth("Invalid Bearer token"))?;
+                    let g = v.verify(rest).await.map_err(|r| match r {
+                        BearerRefusal::Invalid => Error::auth("Invalid Bearer token"),
+                        BearerRefusal::NoAccess => {
+                            Error::permission("the token's roles grant no access to Press")
+                        }
+                    })?;
                     let info = self
-                        .user_info(&u)
+                        .user_info(&g.user)
                         .await?
                         .ok_or_else(|| Error::auth("User disabled or missing"))?;
-                    return Ok(Some(Self::caller(u, info, Via::Bearer)));
+                    let mut c = Self::caller(g.user, info, Via::Bearer);
+                    c.is_admin |= g.access == Access::Admin;
+                    c.read_only = g.access == Access::ReadOnly;
+                    return Ok(Some(c));
                 }
                 _ => return Err(Error::auth("Invalid Authorization header")),
             };

@@ -1,27 +1,56 @@
 //! Press accepts the identity service's access tokens (or a real Keycloak's): this adapts
 //! `pressoir_identity::verify::BearerVerifier` (JWKS over HTTP, cached by `kid`; signature,
-//! `exp`, `iss`, `aud`) to Press's `auth::BearerVerifier`, which names a Press user.
+//! `exp`, `iss`, `aud`) to Press's `auth::BearerVerifier`, which names a Press user and what
+//! the token may do there.
 //!
-//! Mapping (pure, in [`press_user`]):
-//! - a service-account token of the system client (`press`) is the Press system client,
-//!   `Administrator`; so is the service account of any client holding the admin realm role;
-//!   other service accounts are refused (they are no Press user);
-//! - a user token whose `preferred_username` is `Administrator` (any case, as Keycloak lowercases
-//!   usernames) and who holds the admin realm role is `Administrator`;
+//! Realm roles → Press access (pure, in [`grant`]); the widest role a token holds wins:
+//! - the admin role (`admin`): Press Administrator rights (every team, servers);
+//! - the user role (`press-user`): the token's Press user with that user's own rights (team
+//!   membership, `is_admin`);
+//! - the read role (`press-read`): the same user, read methods only (`site.list`, `site.get`,
+//!   ...); any other method is a 403 PermissionError;
+//! - no such role: 403 PermissionError. A token is never full access by default.
+//!
+//! Who the token acts as:
+//! - a service account of the system client (`press`) is `Administrator`, whatever its roles;
+//!   another client's service account is `Administrator` with its admin or read role, and
+//!   nothing with the user role alone (a service account is no Press user);
+//! - a user token whose `preferred_username` is `Administrator` (any case, as Keycloak
+//!   lowercases usernames) needs the admin role to be `Administrator`;
 //! - any other user is their `email`, else their `preferred_username` (Press user names are
-//!   emails). Press then loads that user, so an unknown user is still a 401, and the user's
-//!   permissions are Press's own (team membership, `is_admin`): Press's trait takes a user
-//!   name only, so realm roles beyond the admin role cannot narrow or widen them.
+//!   emails). Press then loads that user, so an unknown user is a 401.
 //!
 //! It must not log tokens; a refusal is logged at debug level with its reason only.
 
 use pressoir_identity::verify::{BearerVerifier, VerifiedClaims, VerifierConfig};
+use pressoir_press::auth::{Access, BearerGrant, BearerRefusal};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 /// The Press user acting as the system client.
 pub const SYSTEM_USER: &str = "Administrator";
+
+/// The realm roles Press reads.
+#[derive(Debug, Clone)]
+pub struct RoleMap {
+    /// Press Administrator rights.
+    pub admin: String,
+    /// The token's own Press user, with that user's rights.
+    pub user: String,
+    /// The token's own Press user, read methods only.
+    pub read: String,
+}
+
+impl Default for RoleMap {
+    fn default() -> Self {
+        RoleMap {
+            admin: pressoir_identity::admin::ADMIN_ROLE.to_string(),
+            user: pressoir_identity::admin::PRESS_USER_ROLE.to_string(),
+            read: pressoir_identity::admin::PRESS_READ_ROLE.to_string(),
+        }
+    }
+}
 
 /// Where Press gets its tokens' keys and what it requires of them.
 #[derive(Debug, Clone)]
@@ -32,8 +61,8 @@ pub struct OidcSettings {
     pub jwks_url: Option<String>,
     /// The client whose service account is the Press system client.
     pub system_client: String,
-    /// The realm role that maps to Press's administrator.
-    pub admin_role: String,
+    /// The realm roles that map to Press access.
+    pub roles: RoleMap,
     /// Accept `azp` = audience when `aud` lacks it (a stock Keycloak client's tokens).
     pub accept_azp: bool,
 }
@@ -45,7 +74,7 @@ impl OidcSettings {
             audience: audience.to_string(),
             jwks_url: None,
             system_client: "press".to_string(),
-            admin_role: pressoir_identity::admin::ADMIN_ROLE.to_string(),
+            roles: RoleMap::default(),
             accept_azp: false,
         }
     }
@@ -60,7 +89,7 @@ impl OidcSettings {
         pressoir_press::Bearer(Arc::new(PressBearer {
             inner: BearerVerifier::new(cfg),
             system_client: self.system_client.clone(),
-            admin_role: self.admin_role.clone(),
+            roles: self.roles.clone(),
         }))
     }
 }
@@ -68,43 +97,66 @@ impl OidcSettings {
 struct PressBearer {
     inner: BearerVerifier,
     system_client: String,
-    admin_role: String,
+    roles: RoleMap,
 }
 
-/// The Press user a verified token acts as, or `None` when it maps to none.
-pub fn press_user(c: &VerifiedClaims, system_client: &str, admin_role: &str) -> Option<String> {
-    let admin = c.has_role(admin_role);
+/// What a verified token may do in Press, or `None` when its roles grant nothing.
+pub fn grant(c: &VerifiedClaims, system_client: &str, roles: &RoleMap) -> Option<BearerGrant> {
+    let as_admin = |access| {
+        Some(BearerGrant {
+            user: SYSTEM_USER.to_string(),
+            access,
+        })
+    };
+    let access = if c.has_role(&roles.admin) {
+        Some(Access::Admin)
+    } else if c.has_role(&roles.user) {
+        Some(Access::Full)
+    } else if c.has_role(&roles.read) {
+        Some(Access::ReadOnly)
+    } else {
+        None
+    };
     if c.is_service_account {
         let client = c.client_id.as_deref().unwrap_or_default();
-        return (client == system_client || admin).then(|| SYSTEM_USER.to_string());
+        return match access {
+            _ if client == system_client => as_admin(Access::Admin),
+            Some(a @ (Access::Admin | Access::ReadOnly)) => as_admin(a),
+            _ => None,
+        };
     }
+    let access = access?;
     let username = c.preferred_username.as_deref().filter(|u| !u.is_empty());
-    if admin && username.is_some_and(|u| u.eq_ignore_ascii_case(SYSTEM_USER)) {
-        return Some(SYSTEM_USER.to_string());
+    if access == Access::Admin && username.is_some_and(|u| u.eq_ignore_ascii_case(SYSTEM_USER)) {
+        return as_admin(Access::Admin);
     }
-    c.email
+    let user = c
+        .email
         .as_deref()
         .filter(|e| !e.is_empty())
         .or(username)
-        .filter(|u| !u.eq_ignore_ascii_case(SYSTEM_USER))
-        .map(str::to_string)
+        .filter(|u| !u.eq_ignore_ascii_case(SYSTEM_USER))?;
+    Some(BearerGrant {
+        user: user.to_string(),
+        access,
+    })
 }
 
 impl pressoir_press::auth::BearerVerifier for PressBearer {
-    fn verify(&self, token: &str) -> Pin<Box<dyn Future<Output = Option<String>> + Send + '_>> {
+    fn verify(
+        &self,
+        token: &str,
+    ) -> Pin<Box<dyn Future<Output = Result<BearerGrant, BearerRefusal>> + Send + '_>> {
         let token = token.trim().to_string();
         Box::pin(async move {
             match self.inner.verify(&token).await {
-                Ok(c) => {
-                    let u = press_user(&c, &self.system_client, &self.admin_role);
-                    if u.is_none() {
-                        tracing::debug!(sub = %c.sub, "bearer token maps to no Press user");
-                    }
-                    u
-                }
+                Ok(c) => grant(&c, &self.system_client, &self.roles).ok_or_else(|| {
+                    tracing::debug!(sub = %c.sub, "bearer token's roles grant no Press access");
+                    BearerRefusal::NoAccess
+                }),
                 Err(e) => {
                     tracing::debug!(reason = %e, "bearer token refused");
-                    None
+                    Err(BearerRefusal::Invalid)
                 }
             }
         })
@@ -135,48 +187,100 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_press_service_account_is_the_system_client() {
-        let c = claims(Some("service-account-press"), None, Some("press"), &[]);
-        assert_eq!(
-            press_user(&c, "press", "admin").as_deref(),
-            Some("Administrator")
-        );
-        let other = claims(Some("service-account-ci"), None, Some("ci"), &[]);
-        assert_eq!(press_user(&other, "press", "admin"), None);
-        let other_admin = claims(Some("service-account-ci"), None, Some("ci"), &["admin"]);
-        assert_eq!(
-            press_user(&other_admin, "press", "admin").as_deref(),
-            Some("Administrator")
-        );
+    fn roles() -> RoleMap {
+        RoleMap::default()
+    }
+
+    fn user_of(c: &VerifiedClaims) -> Option<(String, Access)> {
+        grant(c, "press", &roles()).map(|g| (g.user, g.access))
+    }
+
+    fn admin(access: Access) -> Option<(String, Access)> {
+        Some(("Administrator".to_string(), access))
     }
 
     #[test]
-    fn users_map_by_email_then_username() {
-        let c = claims(Some("jane"), Some("jane@example.com"), None, &[]);
-        assert_eq!(
-            press_user(&c, "press", "admin").as_deref(),
-            Some("jane@example.com")
+    fn the_press_service_account_is_the_system_client() {
+        let c = claims(Some("service-account-press"), None, Some("press"), &[]);
+        assert_eq!(user_of(&c), admin(Access::Admin));
+        let other = claims(Some("service-account-ci"), None, Some("ci"), &[]);
+        assert_eq!(user_of(&other), None);
+        let other = claims(
+            Some("service-account-ci"),
+            None,
+            Some("ci"),
+            &["press-user"],
         );
-        let c = claims(Some("bob@example.com"), None, None, &[]);
-        assert_eq!(
-            press_user(&c, "press", "admin").as_deref(),
-            Some("bob@example.com")
+        assert_eq!(user_of(&other), None, "a service account is no Press user");
+        let other = claims(Some("service-account-ci"), None, Some("ci"), &["admin"]);
+        assert_eq!(user_of(&other), admin(Access::Admin));
+        let monitor = claims(
+            Some("service-account-mon"),
+            None,
+            Some("mon"),
+            &["press-read"],
+        );
+        assert_eq!(user_of(&monitor), admin(Access::ReadOnly));
+    }
+
+    #[test]
+    fn users_map_by_email_then_username_with_their_widest_role() {
+        let c = claims(
+            Some("jane"),
+            Some("jane@example.com"),
+            None,
+            &["press-user"],
         );
         assert_eq!(
-            press_user(&claims(None, None, None, &[]), "press", "admin"),
-            None
+            user_of(&c),
+            Some(("jane@example.com".to_string(), Access::Full))
+        );
+        let c = claims(Some("bob@example.com"), None, None, &["press-read"]);
+        assert_eq!(
+            user_of(&c),
+            Some(("bob@example.com".to_string(), Access::ReadOnly))
+        );
+        let c = claims(
+            Some("bob@example.com"),
+            None,
+            None,
+            &["press-read", "admin"],
+        );
+        assert_eq!(
+            user_of(&c),
+            Some(("bob@example.com".to_string(), Access::Admin))
+        );
+        assert_eq!(user_of(&claims(None, None, None, &["press-user"])), None);
+    }
+
+    #[test]
+    fn roles_that_grant_nothing_are_no_access() {
+        let c = claims(
+            Some("jane"),
+            Some("jane@example.com"),
+            None,
+            &["default-roles-frappe-cloud", "offline_access"],
+        );
+        assert_eq!(user_of(&c), None);
+        let custom = RoleMap {
+            admin: "ops".into(),
+            user: "cloud-user".into(),
+            read: "cloud-viewer".into(),
+        };
+        let c = claims(Some("jane"), None, None, &["press-user"]);
+        assert!(grant(&c, "press", &custom).is_none());
+        let c = claims(Some("jane"), None, None, &["cloud-viewer"]);
+        assert_eq!(
+            grant(&c, "press", &custom).unwrap().access,
+            Access::ReadOnly
         );
     }
 
     #[test]
     fn administrator_needs_the_admin_role() {
         let c = claims(Some("administrator"), None, None, &["admin"]);
-        assert_eq!(
-            press_user(&c, "press", "admin").as_deref(),
-            Some("Administrator")
-        );
-        let c = claims(Some("Administrator"), None, None, &[]);
-        assert_eq!(press_user(&c, "press", "admin"), None);
+        assert_eq!(user_of(&c), admin(Access::Admin));
+        let c = claims(Some("Administrator"), None, None, &["press-user"]);
+        assert_eq!(user_of(&c), None);
     }
 }

@@ -89,6 +89,15 @@ pub enum PressCommand {
         /// Keycloak issues them to a client without an audience mapper (`aud` = `account`).
         #[arg(long, env = "PRESSOIR_OIDC_ACCEPT_AZP", value_parser = clap::builder::FalseyValueParser::new())]
         oidc_accept_azp: bool,
+        /// The realm role granting Press Administrator rights.
+        #[arg(long, env = "PRESSOIR_OIDC_ADMIN_ROLE", default_value = pressoir_identity::admin::ADMIN_ROLE)]
+        oidc_admin_role: String,
+        /// The realm role letting a token act as its Press user, with that user's rights.
+        #[arg(long, env = "PRESSOIR_OIDC_USER_ROLE", default_value = pressoir_identity::admin::PRESS_USER_ROLE)]
+        oidc_user_role: String,
+        /// The realm role letting a token call Press's read methods only, as its Press user.
+        #[arg(long, env = "PRESSOIR_OIDC_READ_ROLE", default_value = pressoir_identity::admin::PRESS_READ_ROLE)]
+        oidc_read_role: String,
         /// Bill through this Lago API root (this Pressoir's billing service, or a real Lago).
         #[arg(long, env = "PRESSOIR_BILLING_URL")]
         billing_url: Option<String>,
@@ -203,6 +212,9 @@ pub async fn run(args: PressArgs) -> anyhow::Result<()> {
             oidc_audience,
             oidc_jwks_url,
             oidc_accept_azp,
+            oidc_admin_role,
+            oidc_user_role,
+            oidc_read_role,
             billing_url,
             billing_api_key,
         } => {
@@ -217,6 +229,11 @@ pub async fn run(args: PressArgs) -> anyhow::Result<()> {
                 let mut oidc = crate::oidc::OidcSettings::new(&issuer, &oidc_audience);
                 oidc.jwks_url = oidc_jwks_url;
                 oidc.accept_azp = oidc_accept_azp;
+                oidc.roles = crate::oidc::RoleMap {
+                    admin: oidc_admin_role,
+                    user: oidc_user_role,
+                    read: oidc_read_role,
+                };
                 cfg.bearer = Some(oidc.bearer());
             } else {
                 anyhow::ensure!(

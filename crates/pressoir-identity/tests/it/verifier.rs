@@ -113,3 +113,71 @@ async fn a_rotated_key_is_fetched_on_first_sight_and_refetches_are_throttled() {
     s.svc.rotate_keys("frappe-cloud").await.unwrap();
     v.verify(&s.press_token().await).await.unwrap();
 }
+
+/// A JWKS endpoint that serves the issuer's keys, or none once `revoked` is set.
+async fn jwks_proxy(s: &Server) -> (String, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let revoked = std::sync::Arc::new(AtomicBool::new(false));
+    let upstream = format!("{}/protocol/openid-connect/certs", s.issuer);
+    let (http, flag) = (s.http.clone(), revoked.clone());
+    let app = axum::Router::new().route(
+        "/certs",
+        axum::routing::get(move || {
+            let (http, flag, upstream) = (http.clone(), flag.clone(), upstream.clone());
+            async move {
+                if flag.load(Ordering::SeqCst) {
+                    return axum::Json(json!({"keys": []}));
+                }
+                let doc = http.get(&upstream).send().await.unwrap().json().await;
+                axum::Json(doc.unwrap())
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/certs", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await });
+    (url, revoked)
+}
+
+#[tokio::test]
+async fn a_remembered_token_is_refused_once_its_key_is_revoked() {
+    let s = spawn().await;
+    let (url, revoked) = jwks_proxy(&s).await;
+    let mut cfg = VerifierConfig::keycloak(&s.issuer, "press");
+    cfg.jwks_url = url;
+    cfg.min_refetch = Duration::ZERO;
+    let v = BearerVerifier::new(cfg);
+    let token = s.press_token().await;
+    let first = v.verify(&token).await.unwrap();
+    let again = v.verify(&token).await.unwrap();
+    assert!(
+        std::sync::Arc::ptr_eq(&first, &again),
+        "the second check is the remembered one"
+    );
+    // The issuer drops the key; the next fetch (here forced, else after max_key_age) sees it.
+    revoked.store(true, std::sync::atomic::Ordering::SeqCst);
+    v.refresh().await.unwrap();
+    assert_eq!(v.verify(&token).await.unwrap_err(), VerifyError::UnknownKey);
+    // A key kept across a refetch keeps its tokens valid (checked afresh once).
+    revoked.store(false, std::sync::atomic::Ordering::SeqCst);
+    v.refresh().await.unwrap();
+    let c = v.verify(&token).await.unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&first, &c));
+}
+
+#[tokio::test]
+async fn old_keys_are_fetched_again() {
+    let s = spawn().await;
+    let (url, revoked) = jwks_proxy(&s).await;
+    let mut cfg = VerifierConfig::keycloak(&s.issuer, "press");
+    cfg.jwks_url = url;
+    cfg.min_refetch = Duration::from_secs(3600);
+    cfg.max_key_age = Duration::from_millis(200);
+    let v = BearerVerifier::new(cfg);
+    let token = s.press_token().await;
+    v.verify(&token).await.unwrap();
+    revoked.store(true, std::sync::atomic::Ordering::SeqCst);
+    v.verify(&token).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(v.verify(&token).await.unwrap_err(), VerifyError::UnknownKey);
+}

@@ -1,4 +1,5 @@
 use crate::common::*;
+use pressoir_press::auth::{Access, BearerGrant, BearerRefusal};
 use serde_json::json;
 
 #[tokio::test]
@@ -171,9 +172,23 @@ async fn sessions_expire() {
 struct FakeIdentity;
 
 impl pressoir_press::auth::BearerVerifier for FakeIdentity {
-    fn verify(&self, token: &str) -> futures::future::BoxFuture<'_, Option<String>> {
-        let user = (token == "a-valid-access-token").then(|| "Administrator".to_string());
-        Box::pin(async move { user })
+    fn verify(
+        &self,
+        token: &str,
+    ) -> futures::future::BoxFuture<'_, Result<BearerGrant, BearerRefusal>> {
+        let grant = |access| {
+            Ok(BearerGrant {
+                user: "Administrator".to_string(),
+                access,
+            })
+        };
+        let r = match token {
+            "a-valid-access-token" => grant(Access::Full),
+            "a-read-only-token" => grant(Access::ReadOnly),
+            "a-token-without-roles" => Err(BearerRefusal::NoAccess),
+            _ => Err(BearerRefusal::Invalid),
+        };
+        Box::pin(async move { r })
     }
 }
 
@@ -197,5 +212,25 @@ async fn bearer_tokens_go_through_the_verifier() {
     assert_eq!(body["message"]["user"], "Administrator");
     c.auth = Some("Bearer forged".into());
     assert_eq!(c.get("press.api.account.me", &[]).await.0, 401);
+    c.auth = Some("Bearer a-token-without-roles".into());
+    let (s, body) = c.get("press.api.account.me", &[]).await;
+    assert_eq!(
+        (s, body["exc_type"].as_str()),
+        (403, Some("PermissionError"))
+    );
+    // Read-only: reads answer, writes are a PermissionError.
+    c.auth = Some("Bearer a-read-only-token".into());
+    let (s, body) = c.get("press.api.site.list", &[]).await;
+    assert_eq!(s, 200, "{body}");
+    let (s, body) = c
+        .post(
+            "press.api.site.new",
+            json!({"site": {"name": "readonly", "apps": ["frappe"], "plan": "Starter"}}),
+        )
+        .await;
+    assert_eq!(
+        (s, body["exc_type"].as_str()),
+        (403, Some("PermissionError"))
+    );
     cloud.shutdown().await;
 }

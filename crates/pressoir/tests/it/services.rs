@@ -382,7 +382,14 @@ fn check_up(database_url: Option<&str>) {
         (200, json!("Administrator")),
         "{body}"
     );
-    for (name, email) in [("jane", "jane@example.com"), ("ghost", "ghost@example.com")] {
+    // Users of the IdP, given Press's realm roles through the admin API, as in Keycloak:
+    // `press-user` acts as the Press user, `press-read` reads only, no Press role is a 403.
+    for (name, role) in [
+        ("jane", Some("press-user")),
+        ("ghost", Some("press-user")),
+        ("reader", Some("press-read")),
+        ("norole", None),
+    ] {
         let (code, body) = curl(
             p,
             &[
@@ -394,38 +401,113 @@ fn check_up(database_url: Option<&str>) {
                 "-H",
                 "Content-Type: application/json",
                 "-d",
-                &json!({"username": name, "email": email, "enabled": true,
+                &json!({"username": name, "email": format!("{name}@example.com"), "enabled": true,
                 "credentials": [{"type": "password", "value": "user-pw-1", "temporary": false}]})
                 .to_string(),
             ],
         );
         assert_eq!(code, 201, "{body}");
+        let id = json_of(&body)["id"].as_str().unwrap().to_string();
+        if let Some(role) = role {
+            let (code, body) = curl(
+                p,
+                &[
+                    "-X",
+                    "POST",
+                    &format!(
+                        "http://auth.localhost:30080/admin/realms/frappe-cloud/users/{id}/role-mappings/realm"
+                    ),
+                    "-H",
+                    &format!("Authorization: Bearer {token}"),
+                    "-H",
+                    "Content-Type: application/json",
+                    "-d",
+                    &json!([{"name": role}]).to_string(),
+                ],
+            );
+            assert_eq!(code, 204, "{body}");
+        }
     }
-    let mut add = Command::new(env!("CARGO_BIN_EXE_pressoir"));
-    add.args(["press", "user", "add", "--data-dir", dir.to_str().unwrap()]);
-    if let Some(u) = database_url {
-        add.args(["--database-url", u]);
+    for (user, team) in [
+        ("jane@example.com", None),
+        ("reader@example.com", Some("Administrator")),
+        ("norole@example.com", Some("Administrator")),
+    ] {
+        let mut add = Command::new(env!("CARGO_BIN_EXE_pressoir"));
+        add.args(["press", "user", "add", "--data-dir", dir.to_str().unwrap()]);
+        if let Some(u) = database_url {
+            add.args(["--database-url", u]);
+        }
+        if let Some(t) = team {
+            add.args(["--team", t]);
+        }
+        let out = add
+            .arg(user)
+            .env("PRESSOIR_ADMIN_PASSWORD", "admin")
+            .env("PRESSOIR_USER_PASSWORD", "press-pw-1")
+            .env_remove("PRESSOIR_DATABASE_URL")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let out = add
-        .arg("jane@example.com")
-        .env("PRESSOIR_ADMIN_PASSWORD", "admin")
-        .env("PRESSOIR_USER_PASSWORD", "press-pw-1")
-        .env_remove("PRESSOIR_DATABASE_URL")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let (code, body) = logged_user(&password_token("jane", "user-pw-1"));
     assert_eq!(
         (code, json_of(&body)["message"].clone()),
         (200, json!("jane@example.com")),
         "{body}"
     );
+    // The role is there but the Press user is not: 401.
     let (code, body) = logged_user(&password_token("ghost", "user-pw-1"));
     assert_eq!(code, 401, "{body}");
+    // A Press user whose token holds no Press role: 403, not full access.
+    let norole = password_token("norole", "user-pw-1");
+    let (code, body) = site_list(p, &norole);
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(json_of(&body)["exc_type"], "PermissionError", "{body}");
+    // Read-only: the read methods answer, the writes are a PermissionError.
+    let reader = password_token("reader", "user-pw-1");
+    let (code, body) = site_list(p, &reader);
+    assert_eq!(code, 200, "{body}");
+    assert!(json_of(&body)["message"].is_array(), "{body}");
+    let call = |t: &str, method: &str, data: &str| {
+        curl(
+            p,
+            &[
+                "-X",
+                "POST",
+                &format!("http://cloud.localhost:30080/api/method/press.api.{method}"),
+                "-H",
+                &format!("Authorization: Bearer {t}"),
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                data,
+            ],
+        )
+    };
+    let (code, body) = call(&reader, "server.list", "{}");
+    assert_eq!(code, 200, "{body}");
+    let new_site = r#"{"site": {"name": "readonly1", "apps": ["frappe"], "plan": "Starter"}}"#;
+    let (code, body) = call(&reader, "site.new", new_site);
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(json_of(&body)["exc_type"], "PermissionError", "{body}");
+    // The system client's token makes the site; the reader sees it and cannot archive it.
+    let (code, body) = call(&token, "site.new", new_site);
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = call(&reader, "site.get", r#"{"name": "readonly1"}"#);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        json_of(&body)["message"]["name"],
+        "readonly1.cloud.localhost",
+        "{body}"
+    );
+    let (code, body) = call(&reader, "site.archive", r#"{"name": "readonly1"}"#);
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(json_of(&body)["exc_type"], "PermissionError", "{body}");
 
     // Sessions keep working beside Bearer tokens.
     let (code, body) = curl(
@@ -632,7 +714,13 @@ fn press_serve_takes_an_outside_issuers_tokens_by_configuration() {
             "no such Press user",
             key.sign(
                 "kc-key-1",
-                &claims(issuer, "press", now() + 300, "nobody@example.com", &[]),
+                &claims(
+                    issuer,
+                    "press",
+                    now() + 300,
+                    "nobody@example.com",
+                    &["press-user"],
+                ),
             ),
         ),
         ("garbage", "not.a.jwt".to_string()),
@@ -642,6 +730,20 @@ fn press_serve_takes_an_outside_issuers_tokens_by_configuration() {
         assert_eq!(code, 401, "{what}: {body}");
         assert!(body.contains("AuthenticationError"), "{what}: {body}");
     }
+    // A valid token whose roles grant nothing in Press: 403.
+    let bare = key.sign(
+        "kc-key-1",
+        &claims(
+            issuer,
+            "press",
+            now() + 300,
+            "administrator",
+            &["offline_access"],
+        ),
+    );
+    let (code, body) = site_list(p, &bare);
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("PermissionError"), "{body}");
     drop(press);
 
     // A stock Keycloak client without an audience mapper: `aud` is `account`, `azp` the client.
