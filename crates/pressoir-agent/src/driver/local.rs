@@ -95,31 +95,18 @@ impl ConnCache {
 }
 
 /// Argon2id at OWASP's minimum (m=19 MiB, t=2, p=1: the crate's defaults), the heaviest
-/// work of a New Site job. It runs on blocking threads, at most one hash per core at once
-/// (more would only share the cores and their caches), and each hash reuses a working memory
+/// work of a New Site job. It runs on blocking threads, and each hash reuses a working memory
 /// from earlier ones instead of allocating and zeroing 19 MiB afresh (Argon2's first pass
-/// writes every block before any is read, so the old contents play no part).
+/// writes every block before any is read, so the old contents play no part). There are as
+/// many memories as hashes ran at once, at most one per worker.
+#[derive(Default)]
 struct PasswordHashing {
-    slots: tokio::sync::Semaphore,
     memory: std::sync::Mutex<Vec<Vec<argon2::Block>>>,
 }
 
 impl PasswordHashing {
-    fn new() -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        PasswordHashing {
-            slots: tokio::sync::Semaphore::new(cores),
-            memory: Default::default(),
-        }
-    }
-
     /// The PHC string (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`) of `pw`.
     async fn hash(&self, pw: Secret) -> Result<String, String> {
-        let _slot = self
-            .slots
-            .acquire()
-            .await
-            .map_err(|e| format!("cannot hash the password: {e}"))?;
         let taken = self.memory.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut memory = taken.unwrap_or_default();
         let (hash, memory) = tokio::task::spawn_blocking(move || {
@@ -280,7 +267,7 @@ impl LocalDriver {
         Ok(LocalDriver {
             root,
             cache: ConnCache::default(),
-            hashing: PasswordHashing::new(),
+            hashing: PasswordHashing::default(),
             offsite: None,
             work: data_dir.join("backup-work"),
         })
