@@ -530,13 +530,8 @@ impl Store {
         .bind(output)
         .execute(&mut *tx)
         .await?;
-        if let Some(r) = result {
-            sqlx::query("UPDATE jobs SET result = $2 WHERE id = $1")
-                .bind(id)
-                .bind(r.to_string())
-                .execute(&mut *tx)
-                .await?;
-        }
+        // The result (if the step set one) goes with the job's own update: one statement.
+        let result = result.map(|r| r.to_string());
         match then {
             Then::Start(next) => {
                 sqlx::query("UPDATE steps SET status = 'Running', started_at = $3 WHERE job_id = $1 AND idx = $2")
@@ -545,14 +540,16 @@ impl Store {
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query("UPDATE jobs SET version = version + 1 WHERE id = $1")
+                sqlx::query("UPDATE jobs SET result = COALESCE($2, result), version = version + 1 WHERE id = $1")
                     .bind(id)
+                    .bind(result)
                     .execute(&mut *tx)
                     .await?;
             }
             Then::Stop => {
-                sqlx::query("UPDATE jobs SET version = version + 1 WHERE id = $1")
+                sqlx::query("UPDATE jobs SET result = COALESCE($2, result), version = version + 1 WHERE id = $1")
                     .bind(id)
+                    .bind(result)
                     .execute(&mut *tx)
                     .await?;
             }
@@ -560,10 +557,11 @@ impl Store {
                 self.zero_freed(&mut tx).await?;
                 sqlx::query(
                     "UPDATE jobs SET status = 'Success', ended_at = $2, started_at = COALESCE(started_at, $2), \
-                     secrets = NULL, version = version + 1 WHERE id = $1",
+                     result = COALESCE($3, result), secrets = NULL, version = version + 1 WHERE id = $1",
                 )
                 .bind(id)
                 .bind(now)
+                .bind(result)
                 .execute(&mut *tx)
                 .await?;
             }

@@ -100,18 +100,20 @@ impl Db {
             .acquire_timeout(Duration::from_secs(30));
         let pool = match backend {
             Backend::Sqlite => {
-                opts.after_connect(|conn, _| {
-                    Box::pin(async move {
-                        conn.execute(
-                            "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000; \
+                // A connection to a local file does not go stale: no ping before each use.
+                opts.test_before_acquire(false)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute(
+                                "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000; \
                              PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL;",
-                        )
-                        .await?;
-                        Ok(())
+                            )
+                            .await?;
+                            Ok(())
+                        })
                     })
-                })
-                .connect(url)
-                .await?
+                    .connect(url)
+                    .await?
             }
             Backend::Postgres => {
                 let setup = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");

@@ -7,7 +7,7 @@ use super::{Driver, StepContext, StepDone, StepFailed, StepResult, Usage};
 use crate::config::Benches;
 use crate::error::Error;
 use crate::job::{JobSpec, NewSite, SiteApp, SiteRef, StepKind, UpdateConfig};
-use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString, rand_core::OsRng};
 use futures::future::BoxFuture;
 use pressoir_core::Secret;
 use serde_json::{Map, Value, json};
@@ -39,6 +39,7 @@ mod backup;
 pub struct LocalDriver {
     root: PathBuf,
     cache: ConnCache,
+    hashing: PasswordHashing,
     /// Where backups go; `None` fails backup and restore jobs clearly.
     offsite: Option<std::sync::Arc<crate::backup::Offsite>>,
     /// `<data-dir>/backup-work/<job id>/`: dumps before upload, downloads before restore.
@@ -91,6 +92,60 @@ impl ConnCache {
         q.extend(kept);
         gone.into_iter().map(|(_, c)| c).collect()
     }
+}
+
+/// Argon2id at OWASP's minimum (m=19 MiB, t=2, p=1: the crate's defaults), the heaviest
+/// work of a New Site job. It runs on blocking threads, and each hash reuses a working memory
+/// from earlier ones instead of allocating and zeroing 19 MiB afresh (Argon2's first pass
+/// writes every block before any is read, so the old contents play no part). There are as
+/// many memories as hashes ran at once, at most one per worker.
+#[derive(Default)]
+struct PasswordHashing {
+    memory: std::sync::Mutex<Vec<Vec<argon2::Block>>>,
+}
+
+impl PasswordHashing {
+    /// The PHC string (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`) of `pw`.
+    async fn hash(&self, pw: Secret) -> Result<String, String> {
+        let taken = self.memory.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut memory = taken.unwrap_or_default();
+        let (hash, memory) = tokio::task::spawn_blocking(move || {
+            let h = argon2id(pw.expose().as_bytes(), &mut memory);
+            (h, memory)
+        })
+        .await
+        .map_err(|e| format!("step task failed: {e}"))?;
+        self.memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(memory);
+        hash.map_err(|e| format!("cannot hash the password: {e}"))
+    }
+}
+
+/// What `Argon2::default().hash_password` makes, in `memory` (grown to fit) instead of a
+/// fresh allocation.
+fn argon2id(
+    pw: &[u8],
+    memory: &mut Vec<argon2::Block>,
+) -> Result<String, argon2::password_hash::Error> {
+    let params = argon2::Params::default();
+    memory.resize(params.block_count(), argon2::Block::default());
+    let salt = SaltString::generate(&mut OsRng);
+    let mut raw = [0u8; 64];
+    let raw = salt.as_salt().decode_b64(&mut raw)?;
+    let mut out = [0u8; argon2::Params::DEFAULT_OUTPUT_LEN];
+    let algorithm = argon2::Algorithm::Argon2id;
+    argon2::Argon2::new(algorithm, argon2::Version::V0x13, params.clone())
+        .hash_password_into_with_memory(pw, raw, &mut out, &mut memory[..])?;
+    let hash = PasswordHash {
+        algorithm: algorithm.ident(),
+        version: Some(argon2::Version::V0x13.into()),
+        params: ParamsString::try_from(&params)?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out)?),
+    };
+    Ok(hash.to_string())
 }
 
 fn io_err(what: &str) -> impl Fn(std::io::Error) -> String + '_ {
@@ -212,6 +267,7 @@ impl LocalDriver {
         Ok(LocalDriver {
             root,
             cache: ConnCache::default(),
+            hashing: PasswordHashing::default(),
             offsite: None,
             work: data_dir.join("backup-work"),
         })
@@ -232,8 +288,8 @@ impl LocalDriver {
     }
 
     /// Opens a site database. `create` builds a fresh one, unseen until "New Site" moves its
-    /// folder into place: no journal (a failed build is thrown away whole), and one fsync of
-    /// the file at the end instead of a WAL. Existing databases run in WAL mode.
+    /// folder into place: no journal (a failed build is thrown away whole), one fsync of the
+    /// file at the end, and marked WAL before it is closed. Existing databases run in WAL mode.
     async fn open_db(path: &Path, create: bool) -> Result<SqliteConnection, String> {
         let (journal, sync) = if create {
             (SqliteJournalMode::Off, SqliteSynchronous::Off)
@@ -325,7 +381,8 @@ impl LocalDriver {
                 std::fs::remove_dir_all(&t).map_err(io_err("remove an earlier attempt"))?;
             }
             std::fs::create_dir_all(t.join("db")).map_err(io_err("create the site folder"))?;
-            write_atomic(&t.join("site_config.json"), &bytes)
+            // Written in place: the folder is unseen until it is renamed into place whole.
+            std::fs::write(t.join("site_config.json"), &bytes)
                 .map_err(io_err("write site_config.json"))?;
             std::fs::write(t.join(CREATED_BY), j).map_err(io_err("mark the site folder"))
         })
@@ -352,7 +409,9 @@ impl LocalDriver {
         let db_file = db_path.clone();
         blocking(move || {
             // Everything in the new folder is on disk before the folder appears.
-            for p in [db_file.as_path(), t.join("db").as_path(), t.as_path()] {
+            let (config, marker, db_dir) =
+                (t.join("site_config.json"), t.join(CREATED_BY), t.join("db"));
+            for p in [&config, &marker, &db_file, &db_dir, &t] {
                 std::fs::File::open(p)
                     .and_then(|f| f.sync_all())
                     .map_err(io_err("sync the new site folder"))?;
@@ -447,16 +506,11 @@ impl LocalDriver {
 
     async fn set_admin_password(&self, site: &SiteRef, pw: &Secret) -> StepResult {
         let mut log = Log::default();
-        let pw = pw.clone();
-        let hash = blocking(move || {
-            let salt = SaltString::generate(&mut OsRng);
-            argon2::Argon2::default()
-                .hash_password(pw.expose().as_bytes(), &salt)
-                .map(|h| h.to_string())
-                .map_err(|e| format!("cannot hash the password: {e}"))
-        })
-        .await
-        .map_err(|e| log.fail(e))?;
+        let hash = self
+            .hashing
+            .hash(pw.clone())
+            .await
+            .map_err(|e| log.fail(e))?;
         let mut sdb = self.site_db(site).await.map_err(|e| log.fail(e))?;
         let r = sqlx::query(
             "INSERT INTO __Auth (doctype, name, fieldname, password, encrypted) VALUES ('User', 'Administrator', 'password', ?1, 0) \
@@ -578,7 +632,14 @@ async fn init_db(db: &mut SqliteConnection) -> Result<(), sqlx::Error> {
             .await?;
     }
     install(&mut tx, "frappe", &now).await?;
-    tx.commit().await
+    tx.commit().await?;
+    // Mark the file as WAL now, while that is one header write, so that the steps after
+    // this one open it as it will stay instead of converting it (a rollback journal, four
+    // fsyncs and an unlink).
+    sqlx::query("PRAGMA journal_mode = WAL")
+        .execute(&mut *db)
+        .await?;
+    Ok(())
 }
 
 async fn install_all(
@@ -820,6 +881,26 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1, "no temporary file is left: {names:?}");
+    }
+
+    #[test]
+    fn hashes_in_reused_memory_verify_like_fresh_ones() {
+        use argon2::password_hash::PasswordVerifier;
+        let mut memory = Vec::new();
+        let a = argon2id(b"first password", &mut memory).unwrap();
+        let b = argon2id(b"second password", &mut memory).unwrap();
+        assert!(b.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{b}");
+        let verify = |h: &str, pw: &[u8]| {
+            argon2::Argon2::default()
+                .verify_password(pw, &PasswordHash::new(h).unwrap())
+                .is_ok()
+        };
+        assert!(verify(&a, b"first password"));
+        assert!(
+            verify(&b, b"second password"),
+            "dirty memory changes nothing"
+        );
+        assert!(!verify(&b, b"first password"));
     }
 
     #[test]
