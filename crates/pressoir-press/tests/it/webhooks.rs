@@ -421,7 +421,11 @@ async fn retries_after_a_500_and_a_timeout_and_logs_each_attempt() {
             (Some("Sent"), Some(200), Some(3))
         );
         assert_eq!(log[2]["response_body"], "thanks");
-        assert!(!Value::from(log.clone()).to_string().contains("echoed-secret"));
+        assert!(
+            !Value::from(log.clone())
+                .to_string()
+                .contains("echoed-secret")
+        );
         cloud.shutdown().await;
     }
 }
