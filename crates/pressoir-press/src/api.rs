@@ -363,11 +363,7 @@ async fn call(ctx: &Ctx, name: &str) -> Result<Response> {
         "press.api.site.change_plan" => {
             let c = ctx.caller().await?;
             let site = ctx.site(&c, &ctx.required("name")?).await?;
-            let r = crate::billing::api::change_plan(&ctx.st.store, &site, &ctx.required("plan")?)
-                .await;
-            // Billing writes the site's plan itself: whatever happened, read the site afresh.
-            ctx.st.store.sites_changed();
-            r
+            crate::billing::api::change_plan(&ctx.st.store, &site, &ctx.required("plan")?).await
         }
         m if m.starts_with("press.api.billing.") => {
             let c = ctx.caller().await?;

@@ -822,28 +822,30 @@ impl Store {
 
     /// Gives claimed jobs back, due again at `at` (no retry counted).
     pub async fn release(&self, names: &[String], at: i64) -> Result<()> {
-        for chunk in names.chunks(CHUNK) {
-            let sql = format!(
-                "UPDATE jobs SET next_retry_at = $1 WHERE name IN ({}) AND status = 'Undelivered'",
-                marks(2, chunk.len())
-            );
-            let mut q = sqlx::query(&sql).bind(at);
-            for n in chunk {
-                q = q.bind(n);
-            }
-            q.execute(&self.db.pool).await?;
-        }
-        Ok(())
+        self.update_named(
+            "UPDATE jobs SET next_retry_at = $1 WHERE name IN ({names}) AND status = 'Undelivered'",
+            at,
+            names,
+        )
+        .await
     }
 
     /// Puts delivered but unfinished jobs back in the outbox (their agent lost them).
     pub async fn redeliver(&self, names: &[String]) -> Result<()> {
+        self.update_named(
+            "UPDATE jobs SET status = 'Undelivered', agent_id = NULL, next_retry_at = $1, modified = $1 WHERE name IN ({names}) AND status IN ('Pending', 'Running')",
+            now_ms(),
+            names,
+        )
+        .await
+    }
+
+    /// Runs `sql` once per hundred `names`: `$1` is `first`, and `{names}` in `sql` stands for
+    /// the placeholders of that hundred.
+    async fn update_named(&self, sql: &str, first: i64, names: &[String]) -> Result<()> {
         for chunk in names.chunks(CHUNK) {
-            let sql = format!(
-                "UPDATE jobs SET status = 'Undelivered', agent_id = NULL, next_retry_at = $1, modified = $1 WHERE name IN ({}) AND status IN ('Pending', 'Running')",
-                marks(2, chunk.len())
-            );
-            let mut q = sqlx::query(&sql).bind(now_ms());
+            let sql = sql.replace("{names}", &marks(2, chunk.len()));
+            let mut q = sqlx::query(&sql).bind(first);
             for n in chunk {
                 q = q.bind(n);
             }
@@ -888,18 +890,12 @@ impl Store {
     }
 
     pub async fn mark_polled(&self, names: &[String], now: i64) -> Result<()> {
-        for chunk in names.chunks(CHUNK) {
-            let sql = format!(
-                "UPDATE jobs SET polled_at = $1 WHERE name IN ({})",
-                marks(2, chunk.len())
-            );
-            let mut q = sqlx::query(&sql).bind(now);
-            for n in chunk {
-                q = q.bind(n);
-            }
-            q.execute(&self.db.pool).await?;
-        }
-        Ok(())
+        self.update_named(
+            "UPDATE jobs SET polled_at = $1 WHERE name IN ({names})",
+            now,
+            names,
+        )
+        .await
     }
 
     /// Applies what the agent reported, and what it means for the site, in one transaction.

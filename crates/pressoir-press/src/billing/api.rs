@@ -128,5 +128,7 @@ pub async fn change_plan(store: &Store, site: &Site, plan: &str) -> Result<Respo
     if !super::store::change_plan(&store.db, site, &p.name).await? {
         return Err(Error::validation("Site is in Archived state"));
     }
+    // The plan is written beside the store's own site writes: its site cache must forget.
+    store.sites_changed();
     Ok(ok(json!({"site": site.name, "plan": p.name})))
 }
