@@ -255,8 +255,14 @@ impl Offsite {
     pub async fn delete_backup(&self, backup: &BackupRef) -> Result<Vec<String>, String> {
         let mut deleted = Vec::new();
         let manifest = self.key(backup, MANIFEST_FILE);
-        if self.delete(&manifest).await? {
-            deleted.push(manifest.to_string());
+        // Asked first, so that a deleted backup is told apart from a present one.
+        match self.store.head(&manifest).await {
+            Ok(_) => {
+                self.delete(&manifest).await?;
+                deleted.push(manifest.to_string());
+            }
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(format!("cannot read {manifest}: {e}")),
         }
         let dir = self.key(backup, "");
         let mut listing = self.store.list(Some(&dir));
@@ -265,24 +271,18 @@ impl Offsite {
             let meta = meta.map_err(|e| format!("cannot list {dir}: {e}"))?;
             keys.push(meta.location);
         }
+        // Listed, so there: deleted without asking first.
         for key in keys {
-            if self.delete(&key).await? {
-                deleted.push(key.to_string());
-            }
+            self.delete(&key).await?;
+            deleted.push(key.to_string());
         }
         Ok(deleted)
     }
 
-    /// Deletes one object; false when it was already gone.
-    async fn delete(&self, key: &ObjPath) -> Result<bool, String> {
-        if let Err(e) = self.store.head(key).await {
-            return match e {
-                object_store::Error::NotFound { .. } => Ok(false),
-                e => Err(format!("cannot read {key}: {e}")),
-            };
-        }
+    /// Deletes one object (S3 answers a missing one as deleted too).
+    async fn delete(&self, key: &ObjPath) -> Result<(), String> {
         match self.store.delete(key).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(true),
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(format!("cannot delete {key}: {e}")),
         }
     }

@@ -533,20 +533,15 @@ impl Store {
         // The result (if the step set one) goes with the job's own update: one statement.
         let result = result.map(|r| r.to_string());
         match then {
-            Then::Start(next) => {
-                sqlx::query("UPDATE steps SET status = 'Running', started_at = $3 WHERE job_id = $1 AND idx = $2")
-                    .bind(id)
-                    .bind(next)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("UPDATE jobs SET result = COALESCE($2, result), version = version + 1 WHERE id = $1")
-                    .bind(id)
-                    .bind(result)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            Then::Stop => {
+            Then::Start(_) | Then::Stop => {
+                if let Then::Start(next) = then {
+                    sqlx::query("UPDATE steps SET status = 'Running', started_at = $3 WHERE job_id = $1 AND idx = $2")
+                        .bind(id)
+                        .bind(next)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 sqlx::query("UPDATE jobs SET result = COALESCE($2, result), version = version + 1 WHERE id = $1")
                     .bind(id)
                     .bind(result)
