@@ -40,3 +40,17 @@ pub async fn spawn() -> SocketAddr {
     });
     addr
 }
+
+/// Starts the hello-world server, loads it over 64 keep-alive connections for `secs`,
+/// prints the baseline line every benchmark shows, and returns its requests/s.
+pub async fn baseline(secs: std::time::Duration) -> f64 {
+    use crate::{Spec, Stop, load};
+    let r = load::run(
+        Spec::get(spawn().await, "/")
+            .connections(64)
+            .stop(Stop::Duration(secs)),
+    )
+    .await;
+    println!("hello-world baseline (hyper, 64 connections): {}", r.line());
+    r.rps
+}

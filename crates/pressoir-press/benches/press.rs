@@ -411,15 +411,7 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let hello = hello::spawn().await;
-        let r = load::run(
-            Spec::get(hello, "/")
-                .connections(64)
-                .stop(Stop::Duration(secs())),
-        )
-        .await;
-        println!("hello-world baseline (hyper, 64 connections): {}", r.line());
-        let hello_rps = r.rps;
+        let hello_rps = hello::baseline(secs()).await;
 
         if std::env::var("PRESS_BENCH_QUICK").is_err() {
             burst_within_the_agents_limit().await;

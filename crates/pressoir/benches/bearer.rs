@@ -111,15 +111,7 @@ async fn measure(label: &str, addr: SocketAddr, pid: u32, auth: &str) -> f64 {
 }
 
 async fn bench() {
-    let hello_addr = hello::spawn().await;
-    let r = load::run(
-        Spec::get(hello_addr, "/")
-            .connections(64)
-            .stop(Stop::Duration(secs())),
-    )
-    .await;
-    println!("hello-world baseline (hyper, 64 connections): {}", r.line());
-    let hello_rps = r.rps;
+    let hello_rps = hello::baseline(secs()).await;
 
     let mut child = Command::new(std::env::current_exe().unwrap())
         .env(ROLE, "server")
