@@ -12,86 +12,27 @@ use futures::future::BoxFuture;
 use pressoir_core::Secret;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-use sqlx::{ConnectOptions, Connection, SqliteConnection};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// Marks a site folder with the job that created it, so an interrupted "New Site" step can
 /// tell its own half-finished work from a site that existed before.
 const CREATED_BY: &str = ".created-by-job";
 
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS "tabInstalled Application" (
-    name TEXT PRIMARY KEY, app_name TEXT NOT NULL UNIQUE, app_version TEXT, creation TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS "tabUser" (
-    name TEXT PRIMARY KEY, first_name TEXT, enabled INTEGER NOT NULL DEFAULT 1, user_type TEXT,
-    creation TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS "__Auth" (
-    doctype TEXT NOT NULL, name TEXT NOT NULL, fieldname TEXT NOT NULL, password TEXT NOT NULL,
-    encrypted INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (doctype, name, fieldname));
-CREATE TABLE IF NOT EXISTS "tabSingles" (
-    doctype TEXT NOT NULL, field TEXT NOT NULL, value TEXT, PRIMARY KEY (doctype, field));
-"#;
-
 mod backup;
+mod sitedb;
+
+use sitedb::SiteDbs;
 
 pub struct LocalDriver {
     root: PathBuf,
-    cache: ConnCache,
-    hashing: PasswordHashing,
+    dbs: Arc<SiteDbs>,
+    hashing: Arc<PasswordHashing>,
     /// Where backups go; `None` fails backup and restore jobs clearly.
-    offsite: Option<std::sync::Arc<crate::backup::Offsite>>,
+    offsite: Option<Arc<crate::backup::Offsite>>,
     /// `<data-dir>/backup-work/<job id>/`: dumps before upload, downloads before restore.
     work: PathBuf,
-}
-
-/// A site's open database and where it is.
-struct SiteDb {
-    path: PathBuf,
-    conn: SqliteConnection,
-}
-
-/// A few open site databases, so that the steps of one job (which run back to back) do not
-/// each pay for opening and checkpointing the file.
-#[derive(Default)]
-struct ConnCache(std::sync::Mutex<std::collections::VecDeque<(PathBuf, SqliteConnection)>>);
-
-const CACHED_CONNECTIONS: usize = 16;
-
-impl ConnCache {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(PathBuf, SqliteConnection)>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn take(&self, path: &Path) -> Option<SqliteConnection> {
-        let mut q = self.lock();
-        let i = q.iter().position(|(p, _)| p == path)?;
-        q.remove(i).map(|(_, c)| c)
-    }
-
-    fn put(&self, path: PathBuf, conn: SqliteConnection) {
-        let mut q = self.lock();
-        q.push_back((path, conn));
-        while q.len() > CACHED_CONNECTIONS {
-            q.pop_front();
-        }
-    }
-
-    /// Drops (and so closes) the connection to a database about to be removed.
-    fn evict(&self, path: &Path) {
-        drop(self.take(path));
-    }
-
-    /// Takes out every connection to a database under `dir`, to close them before removal.
-    fn take_under(&self, dir: &Path) -> Vec<SqliteConnection> {
-        let mut q = self.lock();
-        let (gone, kept): (Vec<_>, Vec<_>) = q.drain(..).partition(|(p, _)| p.starts_with(dir));
-        q.extend(kept);
-        gone.into_iter().map(|(_, c)| c).collect()
-    }
 }
 
 /// Argon2id at OWASP's minimum (m=19 MiB, t=2, p=1: the crate's defaults), the heaviest
@@ -101,20 +42,15 @@ impl ConnCache {
 /// many memories as hashes ran at once, at most one per worker.
 #[derive(Default)]
 struct PasswordHashing {
-    memory: std::sync::Mutex<Vec<Vec<argon2::Block>>>,
+    memory: Mutex<Vec<Vec<argon2::Block>>>,
 }
 
 impl PasswordHashing {
-    /// The PHC string (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`) of `pw`.
-    async fn hash(&self, pw: Secret) -> Result<String, String> {
+    /// The PHC string (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`) of `pw`. Blocking.
+    fn hash(&self, pw: &Secret) -> Result<String, String> {
         let taken = self.memory.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut memory = taken.unwrap_or_default();
-        let (hash, memory) = tokio::task::spawn_blocking(move || {
-            let h = argon2id(pw.expose().as_bytes(), &mut memory);
-            (h, memory)
-        })
-        .await
-        .map_err(|e| format!("step task failed: {e}"))?;
+        let hash = argon2id(pw.expose().as_bytes(), &mut memory);
         self.memory
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -150,6 +86,13 @@ fn argon2id(
 
 fn io_err(what: &str) -> impl Fn(std::io::Error) -> String + '_ {
     move |e| format!("{what}: {e}")
+}
+
+/// Runs a whole step on a blocking thread (file and site-database work, hashing).
+async fn blocking_step(f: impl FnOnce() -> StepResult + Send + 'static) -> StepResult {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(StepFailed::new("", format!("step task failed: {e}"))))
 }
 
 async fn blocking<T: Send + 'static>(
@@ -266,8 +209,8 @@ impl LocalDriver {
         }
         Ok(LocalDriver {
             root,
-            cache: ConnCache::default(),
-            hashing: PasswordHashing::default(),
+            dbs: Arc::default(),
+            hashing: Arc::default(),
             offsite: None,
             work: data_dir.join("backup-work"),
         })
@@ -275,7 +218,7 @@ impl LocalDriver {
 
     /// Sends backups to (and restores them from) `offsite`.
     pub fn with_offsite(mut self, offsite: Option<crate::backup::Offsite>) -> Self {
-        self.offsite = offsite.map(std::sync::Arc::new);
+        self.offsite = offsite.map(Arc::new);
         self
     }
 
@@ -287,165 +230,128 @@ impl LocalDriver {
         self.sites_dir(site).join(site.name.as_str())
     }
 
-    /// Opens a site database. `create` builds a fresh one, unseen until "New Site" moves its
-    /// folder into place: no journal (a failed build is thrown away whole), one fsync of the
-    /// file at the end, and marked WAL before it is closed. Existing databases run in WAL mode.
-    async fn open_db(path: &Path, create: bool) -> Result<SqliteConnection, String> {
-        let (journal, sync) = if create {
-            (SqliteJournalMode::Off, SqliteSynchronous::Off)
-        } else {
-            (SqliteJournalMode::Wal, SqliteSynchronous::Normal)
-        };
-        SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(create)
-            .journal_mode(journal)
-            .synchronous(sync)
-            .disable_statement_logging()
-            .connect()
-            .await
-            .map_err(|e| format!("cannot open the site database: {e}"))
-    }
-
-    /// Opens an existing site's database, or takes its connection from the cache.
-    async fn site_db(&self, site: &SiteRef) -> Result<SiteDb, String> {
-        let dir = self.site_dir(site);
-        let s = site.clone();
-        let config = blocking(move || read_config(&dir, &s)).await?;
-        let db_name = config
-            .get("db_name")
-            .and_then(Value::as_str)
-            .ok_or("site_config.json has no db_name")?;
-        let path = self.site_dir(site).join("db").join(format!("{db_name}.db"));
-        if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
-            self.cache.evict(&path);
-            return Err(format!("the database of site '{}' is missing", site.name));
-        }
-        let conn = match self.cache.take(&path) {
-            Some(c) => c,
-            None => Self::open_db(&path, false).await?,
-        };
-        Ok(SiteDb { path, conn })
-    }
-
-    /// Returns a connection to the cache once a step is done with it.
-    fn release(&self, db: SiteDb) {
-        self.cache.put(db.path, db.conn);
+    /// Runs `f` on `site`'s database on a blocking thread: the file named by the site's
+    /// `db_name`, opened or taken from the cache.
+    async fn on_site_db<T: Send + 'static>(
+        &self,
+        site: &SiteRef,
+        f: impl FnOnce(&mut rusqlite::Connection) -> Result<T, String> + Send + 'static,
+    ) -> Result<T, String> {
+        let (dir, site, dbs) = (self.site_dir(site), site.clone(), self.dbs.clone());
+        blocking(move || {
+            let config = read_config(&dir, &site)?;
+            let db_name = config
+                .get("db_name")
+                .and_then(Value::as_str)
+                .ok_or("site_config.json has no db_name")?;
+            let path = dir.join("db").join(format!("{db_name}.db"));
+            if !path.exists() {
+                dbs.close_under(&path);
+                return Err(format!("the database of site '{}' is missing", site.name));
+            }
+            dbs.with(&path, f)
+        })
+        .await
     }
 
     async fn new_site(&self, n: &NewSite, ctx: StepContext) -> StepResult {
-        let mut log = Log::default();
-        let site = &n.site;
-        let sites = self.sites_dir(site);
-        let dir = self.site_dir(site);
+        let site = n.site.clone();
+        let (sites, dir) = (self.sites_dir(&site), self.site_dir(&site));
         let job = ctx.job_id.to_string();
-        let db_name = db_name_for(&dir);
-        let result =
-            json!({"site": site.name.as_str(), "bench": site.bench.as_str(), "db_name": db_name});
-        // Is it there already, and whose is it?
-        let (d, j) = (dir.clone(), job.clone());
-        let existing = blocking(move || match std::fs::read_to_string(d.join(CREATED_BY)) {
-            Ok(by) => Ok(Some(by.trim() == j)),
-            Err(_) if d.exists() => Ok(Some(false)),
-            Err(_) => Ok(None),
-        })
-        .await
-        .map_err(|e| log.fail(e))?;
-        match existing {
-            Some(true) => {
-                log.line(format!(
-                    "site folder sites/{} was already created by this job",
-                    site.name
-                ));
-                return log.done(Some(result));
+        blocking_step(move || {
+            let mut log = Log::default();
+            let db_name = db_name_for(&dir);
+            let result = json!({"site": site.name.as_str(), "bench": site.bench.as_str(), "db_name": db_name});
+            // Is it there already, and whose is it?
+            match std::fs::read_to_string(dir.join(CREATED_BY)) {
+                Ok(by) if by.trim() == job => {
+                    log.line(format!(
+                        "site folder sites/{} was already created by this job",
+                        site.name
+                    ));
+                    return log.done(Some(result));
+                }
+                Err(_) if !dir.exists() => {}
+                _ => {
+                    return Err(log.fail(format!(
+                        "site '{}' already exists on bench '{}'",
+                        site.name, site.bench
+                    )));
+                }
             }
-            Some(false) => {
-                return Err(log.fail(format!(
-                    "site '{}' already exists on bench '{}'",
-                    site.name, site.bench
-                )));
-            }
-            None => {}
-        }
-        let tmp = sites.join(format!(".new-{}.{}", site.name, job));
-        let db_path = tmp.join("db").join(format!("{db_name}.db"));
-        let db_password = Secret::generate(16);
-        let mut config = Map::new();
-        config.insert("db_name".into(), json!(db_name));
-        config.insert("db_password".into(), json!(db_password.expose()));
-        config.insert("db_type".into(), json!("sqlite"));
-        let (t, j) = (tmp.clone(), job.clone());
-        let bytes = config_bytes(&config);
-        blocking(move || {
-            if t.exists() {
-                std::fs::remove_dir_all(&t).map_err(io_err("remove an earlier attempt"))?;
-            }
-            std::fs::create_dir_all(t.join("db")).map_err(io_err("create the site folder"))?;
-            // Written in place: the folder is unseen until it is renamed into place whole.
-            std::fs::write(t.join("site_config.json"), &bytes)
-                .map_err(io_err("write site_config.json"))?;
-            std::fs::write(t.join(CREATED_BY), j).map_err(io_err("mark the site folder"))
-        })
-        .await
-        .map_err(|e| log.fail(e))?;
-        log.line(format!("create site folder sites/{}", site.name));
-        log.line(format!(
-            "write sites/{}/site_config.json (db_name={db_name}, db_password=***, db_type=sqlite)",
-            site.name
-        ));
-        let mut db = Self::open_db(&db_path, true)
-            .await
-            .map_err(|e| log.fail(e))?;
-        let setup = init_db(&mut db).await;
-        let _ = db.close().await;
-        setup.map_err(|e| log.fail(format!("cannot create the site database: {e}")))?;
-        log.line(format!(
-            "create database sites/{}/db/{db_name}.db (users Administrator, Guest)",
-            site.name
-        ));
-        log.line("install-app frappe");
-        let (t, d, s) = (tmp.clone(), dir.clone(), sites.clone());
-        let name = site.name.to_string();
-        let db_file = db_path.clone();
-        blocking(move || {
-            // Everything in the new folder is on disk before the folder appears.
-            let (config, marker, db_dir) =
-                (t.join("site_config.json"), t.join(CREATED_BY), t.join("db"));
-            for p in [&config, &marker, &db_file, &db_dir, &t] {
-                std::fs::File::open(p)
+            let tmp = sites.join(format!(".new-{}.{}", site.name, job));
+            let db_path = tmp.join("db").join(format!("{db_name}.db"));
+            let db_password = Secret::generate(16);
+            let mut config = Map::new();
+            config.insert("db_name".into(), json!(db_name));
+            config.insert("db_password".into(), json!(db_password.expose()));
+            config.insert("db_type".into(), json!("sqlite"));
+            let files = (|| {
+                if tmp.exists() {
+                    std::fs::remove_dir_all(&tmp).map_err(io_err("remove an earlier attempt"))?;
+                }
+                std::fs::create_dir_all(tmp.join("db")).map_err(io_err("create the site folder"))?;
+                // Written in place: the folder is unseen until it is renamed into place whole.
+                std::fs::write(tmp.join("site_config.json"), config_bytes(&config))
+                    .map_err(io_err("write site_config.json"))?;
+                std::fs::write(tmp.join(CREATED_BY), &job).map_err(io_err("mark the site folder"))
+            })();
+            files.map_err(|e| log.fail(e))?;
+            log.line(format!("create site folder sites/{}", site.name));
+            log.line(format!(
+                "write sites/{}/site_config.json (db_name={db_name}, db_password=***, db_type=sqlite)",
+                site.name
+            ));
+            sitedb::create(&db_path, &now_text())
+                .map_err(|e| log.fail(format!("cannot create the site database: {e}")))?;
+            log.line(format!(
+                "create database sites/{}/db/{db_name}.db (users Administrator, Guest)",
+                site.name
+            ));
+            log.line("install-app frappe");
+            let moved = (|| {
+                // Everything in the new folder is on disk before the folder appears.
+                let (config, marker, db_dir) =
+                    (tmp.join("site_config.json"), tmp.join(CREATED_BY), tmp.join("db"));
+                for p in [&config, &marker, &db_path, &db_dir, &tmp] {
+                    std::fs::File::open(p)
+                        .and_then(|f| f.sync_all())
+                        .map_err(io_err("sync the new site folder"))?;
+                }
+                if dir.exists() {
+                    let _ = std::fs::remove_dir_all(&tmp);
+                    return Err(format!("site '{}' already exists", site.name));
+                }
+                std::fs::rename(&tmp, &dir).map_err(io_err("move the site folder into place"))?;
+                std::fs::File::open(&sites)
                     .and_then(|f| f.sync_all())
-                    .map_err(io_err("sync the new site folder"))?;
-            }
-            if d.exists() {
-                let _ = std::fs::remove_dir_all(&t);
-                return Err(format!("site '{name}' already exists"));
-            }
-            std::fs::rename(&t, &d).map_err(io_err("move the site folder into place"))?;
-            std::fs::File::open(&s)
-                .and_then(|f| f.sync_all())
-                .map_err(io_err("sync sites/"))
+                    .map_err(io_err("sync sites/"))
+            })();
+            moved.map_err(|e| log.fail(e))?;
+            log.done(Some(result))
         })
         .await
-        .map_err(|e| log.fail(e))?;
-        log.done(Some(result))
     }
 
     async fn install_apps(&self, site: &SiteRef, apps: &[crate::names::AppName]) -> StepResult {
         let mut log = Log::default();
-        let mut sdb = self.site_db(site).await.map_err(|e| log.fail(e))?;
-        let now = now_text();
         let apps: Vec<String> = apps
             .iter()
             .filter(|a| a.as_str() != "frappe")
             .map(|a| a.to_string())
             .collect();
-        let r = install_all(&mut sdb.conn, &apps, &now).await;
-        self.release(sdb);
-        let done = r.map_err(|e| log.fail(format!("cannot record the apps: {e}")))?;
-        if done.is_empty() {
+        let now = now_text();
+        let recorded = apps.clone();
+        self.on_site_db(site, move |c| {
+            sitedb::install_all(c, &recorded, &now)
+                .map_err(|e| format!("cannot record the apps: {e}"))
+        })
+        .await
+        .map_err(|e| log.fail(e))?;
+        if apps.is_empty() {
             log.line("no apps besides frappe");
         }
-        for app in done {
+        for app in apps {
             log.line(format!("install-app {app}"));
         }
         log.done(None)
@@ -506,36 +412,25 @@ impl LocalDriver {
 
     async fn set_admin_password(&self, site: &SiteRef, pw: &Secret) -> StepResult {
         let mut log = Log::default();
-        let hash = self
-            .hashing
-            .hash(pw.clone())
-            .await
-            .map_err(|e| log.fail(e))?;
-        let mut sdb = self.site_db(site).await.map_err(|e| log.fail(e))?;
-        let r = sqlx::query(
-            "INSERT INTO __Auth (doctype, name, fieldname, password, encrypted) VALUES ('User', 'Administrator', 'password', ?1, 0) \
-             ON CONFLICT (doctype, name, fieldname) DO UPDATE SET password = excluded.password",
-        )
-        .bind(hash)
-        .execute(&mut sdb.conn)
-        .await;
-        self.release(sdb);
-        r.map_err(|e| log.fail(format!("cannot store the password: {e}")))?;
+        let (hashing, pw) = (self.hashing.clone(), pw.clone());
+        self.on_site_db(site, move |c| {
+            let hash = hashing.hash(&pw)?;
+            sitedb::set_admin_password(c, &hash)
+                .map_err(|e| format!("cannot store the password: {e}"))
+        })
+        .await
+        .map_err(|e| log.fail(e))?;
         log.line("set-admin-password *** (argon2id hash stored in __Auth)");
         log.done(None)
     }
 
     async fn enable_scheduler(&self, site: &SiteRef) -> StepResult {
         let mut log = Log::default();
-        let mut sdb = self.site_db(site).await.map_err(|e| log.fail(e))?;
-        let r = sqlx::query(
-            "INSERT INTO tabSingles (doctype, field, value) VALUES ('System Settings', 'enable_scheduler', '1') \
-             ON CONFLICT (doctype, field) DO UPDATE SET value = '1'",
-        )
-        .execute(&mut sdb.conn)
-        .await;
-        self.release(sdb);
-        r.map_err(|e| log.fail(format!("cannot enable the scheduler: {e}")))?;
+        self.on_site_db(site, |c| {
+            sitedb::enable_scheduler(c).map_err(|e| format!("cannot enable the scheduler: {e}"))
+        })
+        .await
+        .map_err(|e| log.fail(e))?;
         log.line("scheduler enable");
         log.done(None)
     }
@@ -546,10 +441,9 @@ impl LocalDriver {
         let archived = self.sites_dir(site).join("archived");
         let s = site.clone();
         let stamp = time_stamp();
-        for conn in self.cache.take_under(&dir) {
-            let _ = conn.close().await;
-        }
+        let dbs = self.dbs.clone();
         let (dest, dropped) = blocking(move || {
+            dbs.close_under(&dir);
             let config = read_config(&dir, &s)?;
             let mut dropped = None;
             if let Some(db) = config.get("db_name").and_then(Value::as_str) {
@@ -585,95 +479,42 @@ impl LocalDriver {
 
     async fn install_app(&self, a: &SiteApp) -> StepResult {
         let mut log = Log::default();
-        let mut sdb = self.site_db(&a.site).await.map_err(|e| log.fail(e))?;
-        let r = install_one(&mut sdb.conn, a.app.as_str(), &now_text()).await;
-        self.release(sdb);
-        match r {
-            Ok(true) => log.line(format!("install-app {}", a.app)),
-            Ok(false) => log.line(format!("app {} is already installed", a.app)),
-            Err(e) => return Err(log.fail(format!("cannot record the app: {e}"))),
+        let (app, now) = (a.app.to_string(), now_text());
+        let fresh = self
+            .on_site_db(&a.site, move |c| {
+                sitedb::install(c, &app, &now).map_err(|e| format!("cannot record the app: {e}"))
+            })
+            .await
+            .map_err(|e| log.fail(e))?;
+        if fresh {
+            log.line(format!("install-app {}", a.app));
+        } else {
+            log.line(format!("app {} is already installed", a.app));
         }
         log.done(None)
     }
 
     async fn uninstall_app(&self, a: &SiteApp, ctx: StepContext) -> StepResult {
         let mut log = Log::default();
-        let mut sdb = self.site_db(&a.site).await.map_err(|e| log.fail(e))?;
-        let r = sqlx::query(r#"DELETE FROM "tabInstalled Application" WHERE app_name = ?1"#)
-            .bind(a.app.as_str())
-            .execute(&mut sdb.conn)
-            .await;
-        self.release(sdb);
-        match r {
-            Ok(r) if r.rows_affected() > 0 => log.line(format!("uninstall-app {} --yes", a.app)),
-            Ok(_) if ctx.resumed => log.line(format!("app {} was already uninstalled", a.app)),
-            Ok(_) => {
-                return Err(log.fail(format!(
-                    "app '{}' is not installed on site '{}'",
-                    a.app, a.site.name
-                )));
-            }
-            Err(e) => return Err(log.fail(format!("cannot remove the app: {e}"))),
+        let app = a.app.to_string();
+        let removed = self
+            .on_site_db(&a.site, move |c| {
+                sitedb::uninstall(c, &app).map_err(|e| format!("cannot remove the app: {e}"))
+            })
+            .await
+            .map_err(|e| log.fail(e))?;
+        if removed {
+            log.line(format!("uninstall-app {} --yes", a.app));
+        } else if ctx.resumed {
+            log.line(format!("app {} was already uninstalled", a.app));
+        } else {
+            return Err(log.fail(format!(
+                "app '{}' is not installed on site '{}'",
+                a.app, a.site.name
+            )));
         }
         log.done(None)
     }
-}
-
-async fn init_db(db: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-    let now = now_text();
-    let mut tx = db.begin().await?;
-    sqlx::query(SCHEMA).execute(&mut *tx).await?;
-    for (user, kind) in [("Administrator", "System User"), ("Guest", "Website User")] {
-        sqlx::query("INSERT OR IGNORE INTO tabUser (name, first_name, user_type, creation) VALUES (?1, ?1, ?2, ?3)")
-            .bind(user)
-            .bind(kind)
-            .bind(&now)
-            .execute(&mut *tx)
-            .await?;
-    }
-    install(&mut tx, "frappe", &now).await?;
-    tx.commit().await?;
-    // Mark the file as WAL now, while that is one header write, so that the steps after
-    // this one open it as it will stay instead of converting it (a rollback journal, four
-    // fsyncs and an unlink).
-    sqlx::query("PRAGMA journal_mode = WAL")
-        .execute(&mut *db)
-        .await?;
-    Ok(())
-}
-
-async fn install_all(
-    db: &mut SqliteConnection,
-    apps: &[String],
-    now: &str,
-) -> Result<Vec<String>, sqlx::Error> {
-    let mut tx = db.begin().await?;
-    let mut done = Vec::new();
-    for app in apps {
-        install(&mut tx, app, now).await?;
-        done.push(app.clone());
-    }
-    tx.commit().await?;
-    Ok(done)
-}
-
-async fn install_one(db: &mut SqliteConnection, app: &str, now: &str) -> Result<bool, sqlx::Error> {
-    let mut tx = db.begin().await?;
-    let fresh = install(&mut tx, app, now).await?;
-    tx.commit().await?;
-    Ok(fresh)
-}
-
-/// Records an app as installed; false when it already was.
-async fn install(conn: &mut SqliteConnection, app: &str, now: &str) -> Result<bool, sqlx::Error> {
-    let r = sqlx::query(
-        r#"INSERT OR IGNORE INTO "tabInstalled Application" (name, app_name, app_version, creation) VALUES (?1, ?1, '0.0.0', ?2)"#,
-    )
-    .bind(app)
-    .bind(now)
-    .execute(conn)
-    .await?;
-    Ok(r.rows_affected() > 0)
 }
 
 fn time_stamp() -> String {

@@ -9,7 +9,7 @@
 //! or undoes the swap.
 
 use super::{
-    CREATED_BY, LocalDriver, Log, blocking, config_bytes, db_name_for, io_err, read_config,
+    CREATED_BY, LocalDriver, Log, blocking, config_bytes, db_name_for, io_err, read_config, sitedb,
 };
 use crate::backup::{
     DATABASE_FILE, FILES_FILE, FORMAT, FileEntry, HashWriter, MANIFEST_FILE, Manifest, Offsite,
@@ -21,7 +21,6 @@ use crate::job::{
 };
 use pressoir_core::Secret;
 use serde_json::{Map, Value, json};
-use sqlx::{Connection, Row};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -165,21 +164,6 @@ fn verify_local(dir: &Path, manifest: &Manifest, backup: &str) -> Result<(), Str
     Ok(())
 }
 
-/// Checks a restored database opens and passes SQLite's quick check.
-async fn check_db(path: &Path) -> Result<(), String> {
-    let mut conn = LocalDriver::open_db(path, false).await?;
-    let r = sqlx::query("PRAGMA quick_check")
-        .fetch_one(&mut conn)
-        .await
-        .map(|row| row.get::<String, _>(0));
-    let _ = conn.close().await;
-    match r {
-        Ok(s) if s == "ok" => Ok(()),
-        Ok(s) => Err(format!("the restored database fails SQLite's check: {s}")),
-        Err(e) => Err(format!("the restored database cannot be read: {e}")),
-    }
-}
-
 fn size_text(n: u64) -> String {
     if n >= 1024 * 1024 {
         format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0))
@@ -243,23 +227,14 @@ impl LocalDriver {
         log.line(format!("backup id {id}"));
         let copy = work.join("database.sqlite");
         let _ = tokio::fs::remove_file(&copy).await;
-        let mut sdb = self.site_db(site).await.map_err(|e| log.fail(e))?;
-        let vacuum = sqlx::query("VACUUM INTO ?1")
-            .bind(copy.to_string_lossy().into_owned())
-            .execute(&mut sdb.conn)
-            .await;
-        let apps = sqlx::query(
-            r#"SELECT app_name FROM "tabInstalled Application" ORDER BY creation, app_name"#,
-        )
-        .fetch_all(&mut sdb.conn)
-        .await;
-        self.release(sdb);
-        vacuum.map_err(|e| log.fail(format!("cannot copy the site database: {e}")))?;
-        let apps: Vec<String> = apps
-            .map_err(|e| log.fail(format!("cannot read the installed apps: {e}")))?
-            .iter()
-            .map(|r| r.get::<String, _>(0))
-            .collect();
+        let apps = self
+            .on_site_db(site, move |c| {
+                sitedb::copy_into(c, &copy)
+                    .map_err(|e| format!("cannot copy the site database: {e}"))?;
+                sitedb::apps(c).map_err(|e| format!("cannot read the installed apps: {e}"))
+            })
+            .await
+            .map_err(|e| log.fail(e))?;
         log.line(format!(
             "copy the database consistently (VACUUM INTO), apps {}",
             apps.join(", ")
@@ -535,9 +510,9 @@ impl LocalDriver {
             Ok(count)
         })
         .await?;
-        check_db(&db_path).await?;
         let (d, db) = (dest.to_path_buf(), db_path);
         blocking(move || {
+            sitedb::quick_check(&db)?;
             for p in [db.as_path(), d.join("db").as_path(), d.as_path()] {
                 sync_path(p)?;
             }
@@ -598,11 +573,10 @@ impl LocalDriver {
                 Some(n) => log.line(format!("unpack the site's files ({n} entries)")),
                 None => log.line("the backup has no files: the site keeps its own"),
             }
-            for conn in self.cache.take_under(&dir) {
-                let _ = conn.close().await;
-            }
             let (d, o, st) = (dir.clone(), old.clone(), staging.clone());
+            let dbs = self.dbs.clone();
             blocking(move || {
+                dbs.close_under(&d);
                 std::fs::rename(&d, &o).map_err(io_err("move the site aside"))?;
                 if let Err(e) = std::fs::rename(&st, &d) {
                     let _ = std::fs::rename(&o, &d);
