@@ -566,3 +566,147 @@ async fn scheduled_backups_beyond_keep_are_deleted_oldest_first() {
     }
     sd.trigger();
 }
+
+/// Press's store on the cloud's database, to act as the backup scheduler does.
+async fn store_of(cloud: &Cloud) -> pressoir_press::store::Store {
+    let cfg = cloud.press_config();
+    pressoir_press::open_store(&cfg.database_url, &cfg.db_schema, 2)
+        .await
+        .unwrap()
+}
+
+/// Takes a backup on demand; returns its name.
+async fn take_backup(admin: &Client, site: &str) -> String {
+    let (s, body) = admin
+        .post("press.api.site.backup", json!({"name": site}))
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let job = wait_success(admin, &body).await;
+    job["result"]["backup"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_is_never_both_restored_and_deleted() {
+    use pressoir_press::backup_policy::queue_deletion;
+    let (url, _dir, sd) = start_s3().await;
+    let opts = Opts {
+        agent_storage: Some(pressoir_agent::StorageConfig::new(
+            url,
+            "backups",
+            KEY,
+            Secret::new(SECRET),
+        )),
+        ..Opts::default()
+    };
+    for backend in backends() {
+        let mut cloud = Cloud::start(&backend, opts.clone()).await;
+        let admin = cloud.admin().await;
+        let (site, _) = admin.new_site("racing", &["frappe"]).await;
+        admin.wait_status(&site, "Active", 20).await;
+        let mut names = Vec::new();
+        for _ in 0..7 {
+            names.push(take_backup(&admin, &site).await);
+        }
+        let store = store_of(&cloud).await;
+        let row = store.site(None, &site).await.unwrap().unwrap();
+        // From here no job runs: restores and deletions stay unfinished.
+        cloud.stop_agent().await;
+
+        // The scheduler read the site's jobs before a restore and a new site from a backup
+        // were accepted; its deletions of those backups, recorded after, are refused.
+        let (s, body) = admin
+            .post(
+                "press.api.site.restore",
+                json!({"name": site, "backup": names[0]}),
+            )
+            .await;
+        assert_eq!(s, 200, "{body}");
+        let restore = body["message"]["job"].as_str().unwrap().to_string();
+        let (s, body) = admin
+            .post(
+                "press.api.site.new",
+                json!({"site": {"name": "racecopy", "plan": "Starter", "backup": names[1]}}),
+            )
+            .await;
+        assert_eq!(s, 200, "{body}");
+        let copy = body["message"]["job"].as_str().unwrap().to_string();
+        for b in &names[..2] {
+            let e = queue_deletion(&store, &row, b).await.unwrap_err();
+            assert!(e.to_string().contains("in use"), "{b}: {e}");
+        }
+
+        // A deletion recorded first: a restore or a new site from that backup is refused.
+        let deletion = queue_deletion(&store, &row, &names[2]).await.unwrap();
+        assert!(queue_deletion(&store, &row, &names[2]).await.is_err());
+        let (s, body) = admin
+            .post(
+                "press.api.site.restore",
+                json!({"name": site, "backup": names[2]}),
+            )
+            .await;
+        assert_eq!(
+            (s, body["exc_type"].as_str()),
+            (400, Some("ValidationError")),
+            "{body}"
+        );
+        assert!(server_message(&body).contains("being deleted"), "{body}");
+        let (s, body) = admin
+            .post(
+                "press.api.site.new",
+                json!({"site": {"name": "latecopy", "plan": "Starter", "backup": names[2]}}),
+            )
+            .await;
+        assert_eq!(
+            (s, body["exc_type"].as_str()),
+            (400, Some("ValidationError")),
+            "{body}"
+        );
+
+        // Both at once: of a restore and a deletion of the same backup, exactly one is taken.
+        for b in &names[3..] {
+            let restore = admin.post("press.api.site.restore", json!({"name": site, "backup": b}));
+            let ((s, body), deleted) = tokio::join!(restore, queue_deletion(&store, &row, b));
+            assert!(
+                (s == 200) != deleted.is_ok(),
+                "{b}: restore {s} {body}, deletion {deleted:?}"
+            );
+        }
+
+        // The jobs run: the restore and the new site find their backups, the deletion
+        // succeeds, and from then on its backup does not exist.
+        cloud.start_agent(None).await;
+        let job = admin.wait_job(&restore, 30).await;
+        assert_eq!(job["status"], "Success", "{job}");
+        let job = admin.wait_job(&copy, 30).await;
+        assert_eq!(job["status"], "Success", "{job}");
+        let job = admin.wait_job(&deletion, 30).await;
+        assert_eq!(job["status"], "Success", "{job}");
+        let (s, body) = admin
+            .post(
+                "press.api.site.restore",
+                json!({"name": site, "backup": names[2]}),
+            )
+            .await;
+        assert_eq!(
+            (s, body["exc_type"].as_str()),
+            (404, Some("DoesNotExistError")),
+            "{body}"
+        );
+        let (s, body) = admin
+            .post(
+                "press.api.site.new",
+                json!({"site": {"name": "latecopy", "plan": "Starter", "backup": names[2]}}),
+            )
+            .await;
+        assert_eq!(
+            (s, body["exc_type"].as_str()),
+            (404, Some("DoesNotExistError")),
+            "{body}"
+        );
+        // The restore done, its backup may be deleted.
+        queue_deletion(&store, &row, &names[0]).await.unwrap();
+        store.db.pool.close().await;
+        cloud.shutdown().await;
+    }
+    sd.trigger();
+}
