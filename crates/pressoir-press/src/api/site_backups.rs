@@ -86,6 +86,10 @@ pub(crate) struct BackupEntry {
     pub deleted: bool,
     /// A "Delete Site Backup" job for it is queued or running.
     pub deleting: bool,
+    /// How many "Delete Site Backup" jobs for it failed, and when the last one ended: the
+    /// backup policy's retry backoff, kept across restarts by the jobs themselves.
+    pub delete_failures: u32,
+    pub last_delete_failure: Option<i64>,
     pub summary: Value,
     pub result: Value,
     pub error: Option<String>,
@@ -95,6 +99,8 @@ pub(crate) struct BackupEntry {
 pub(crate) fn backups_of(jobs: &[Job]) -> Vec<BackupEntry> {
     let mut deleted = std::collections::HashSet::new();
     let mut deleting = std::collections::HashSet::new();
+    // Backup → (failed deletions, when the last one ended).
+    let mut failed: std::collections::HashMap<String, (u32, i64)> = Default::default();
     for j in jobs.iter().filter(|j| j.job_type == DELETE_BACKUP) {
         let data: Value = serde_json::from_str(&j.request_data).unwrap_or(Value::Null);
         if let Some(b) = data["backup"].as_str() {
@@ -102,7 +108,11 @@ pub(crate) fn backups_of(jobs: &[Job]) -> Vec<BackupEntry> {
                 job_status::SUCCESS => {
                     deleted.insert(b.to_string());
                 }
-                job_status::FAILURE => {}
+                job_status::FAILURE => {
+                    let f = failed.entry(b.to_string()).or_default();
+                    f.0 += 1;
+                    f.1 = f.1.max(j.ended.unwrap_or(j.created));
+                }
                 _ => {
                     deleting.insert(b.to_string());
                 }
@@ -127,9 +137,12 @@ pub(crate) fn backups_of(jobs: &[Job]) -> Vec<BackupEntry> {
             let gone = |set: &std::collections::HashSet<String>| {
                 name.as_ref().is_some_and(|n| set.contains(n))
             };
+            let failures = name.as_ref().and_then(|n| failed.get(n));
             Some(BackupEntry {
                 deleted: gone(&deleted),
                 deleting: gone(&deleting),
+                delete_failures: failures.map_or(0, |f| f.0),
+                last_delete_failure: failures.map(|f| f.1),
                 name,
                 job: j.name.clone(),
                 job_type: j.job_type.clone(),
