@@ -120,8 +120,13 @@ pub struct Config {
     pub fsync: bool,
     /// Requests per access key (or per client address when unsigned).
     pub rate_limit: RateSpec,
-    /// Multipart uploads left unfinished this long are aborted (their parts removed).
+    /// Multipart uploads initiated this long ago and still unfinished are aborted, their
+    /// parts deleted (MinIO's `MINIO_API_STALE_UPLOADS_EXPIRY`, 24 h): a client killed
+    /// mid-upload never comes back to abort its own.
     pub upload_expiry: std::time::Duration,
+    /// How often stale uploads are looked for (MinIO's
+    /// `MINIO_API_STALE_UPLOADS_CLEANUP_INTERVAL`, 6 h); also once at start. Not zero.
+    pub upload_sweep_interval: std::time::Duration,
 }
 
 impl Config {
@@ -140,7 +145,8 @@ impl Config {
             min_part_size: 5 << 20,
             fsync: true,
             rate_limit: RateSpec::off(),
-            upload_expiry: std::time::Duration::from_secs(7 * 24 * 3600),
+            upload_expiry: std::time::Duration::from_secs(24 * 3600),
+            upload_sweep_interval: std::time::Duration::from_secs(6 * 3600),
         }
     }
 
@@ -164,6 +170,8 @@ pub enum Error {
         path: PathBuf,
         source: store::StoreError,
     },
+    #[error("the stale upload sweep interval must be greater than zero")]
+    ZeroSweepInterval,
     #[error("serving: {0}")]
     Serve(#[from] std::io::Error),
 }
@@ -179,6 +187,9 @@ pub async fn app(config: Config, shutdown: Shutdown) -> Result<Router, Error> {
         if !seen.insert(k.access_key.as_str()) {
             return Err(Error::DuplicateKey(k.access_key.clone()));
         }
+    }
+    if config.upload_sweep_interval.is_zero() {
+        return Err(Error::ZeroSweepInterval);
     }
     for b in &config.seed_buckets {
         if !s3s::path::check_bucket_name(b) || !store::is_safe_bucket_name(b) {
@@ -205,6 +216,7 @@ pub async fn app(config: Config, shutdown: Shutdown) -> Result<Router, Error> {
     tokio::spawn(expire_uploads(
         store.clone(),
         config.upload_expiry,
+        config.upload_sweep_interval,
         shutdown,
     ));
     let keys = Arc::new(auth::Keys::new(&config.keys));
@@ -247,8 +259,14 @@ pub async fn run(
     Ok(())
 }
 
-/// Aborts forgotten multipart uploads, at start and then hourly, until shutdown.
-async fn expire_uploads(store: Arc<store::Store>, expiry: std::time::Duration, shutdown: Shutdown) {
+/// Aborts multipart uploads older than `expiry`, at start and then every `interval`, until
+/// shutdown.
+async fn expire_uploads(
+    store: Arc<store::Store>,
+    expiry: std::time::Duration,
+    interval: std::time::Duration,
+    shutdown: Shutdown,
+) {
     let stop = shutdown.wait();
     tokio::pin!(stop);
     loop {
@@ -260,7 +278,7 @@ async fn expire_uploads(store: Arc<store::Store>, expiry: std::time::Duration, s
         }
         tokio::select! {
             _ = &mut stop => return,
-            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+            _ = tokio::time::sleep(interval) => {}
         }
     }
 }

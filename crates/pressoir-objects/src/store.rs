@@ -473,8 +473,7 @@ fn copy_data(
     file: &mut File,
     meta: &ObjectMeta,
     seg_dir: Option<&Path>,
-    start: u64,
-    len: u64,
+    (start, len): (u64, u64),
     out: &mut File,
     md5: &mut Md5,
     hasher: &mut ChecksumHasher,
@@ -1070,8 +1069,7 @@ impl Store {
                 &mut file,
                 &meta,
                 seg_dir.as_deref(),
-                start,
-                len,
+                (start, len),
                 out,
                 &mut md5,
                 &mut hasher,
@@ -1548,10 +1546,10 @@ fn publish(
     // The temp path no longer exists; Drop's remove_file is a harmless no-op.
     let old = index.insert(meta.key.clone(), Summary::from(meta));
     drop(index);
-    if let Some(id) = old.and_then(|o| o.seg) {
-        if meta.segments.as_ref().is_none_or(|s| s.id != id) {
-            release_segments(b, &id);
-        }
+    if let Some(id) = old.and_then(|o| o.seg)
+        && meta.segments.as_ref().is_none_or(|s| s.id != id)
+    {
+        release_segments(b, &id);
     }
     Ok(dirs)
 }

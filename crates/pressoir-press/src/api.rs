@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::domain::{self, job_status, job_type, site_status};
 use crate::error::{Error, ExcType, Result, frappe_response};
-use crate::store::{Job, NewJob, Server, Site, Store, new_id};
+use crate::store::{BackupUse, Job, NewJob, Server, Site, Store, new_id};
 use axum::Router;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -826,7 +826,11 @@ async fn site_new(ctx: &Ctx) -> Result<Response> {
             steps: NEW_SITE_STEPS.iter().map(|s| s.to_string()).collect(),
         },
     };
-    let job_name = ctx.st.store.insert_site(&site, &job).await?;
+    let reads = from_backup.as_ref().map(|(name, of)| BackupUse::Reads {
+        site_id: &of.id,
+        name,
+    });
+    let job_name = ctx.st.store.insert_site(&site, &job, reads).await?;
     ctx.st.dispatcher.wake();
     Ok(ok(json!({"site": name, "job": job_name})))
 }
@@ -997,6 +1001,7 @@ async fn queue(
     data: Value,
     steps: &[&str],
     allowed: &[&str],
+    backup: Option<BackupUse<'_>>,
 ) -> Result<Response> {
     let job = NewJob {
         server: site.server.clone(),
@@ -1004,7 +1009,11 @@ async fn queue(
         data,
         steps: steps.iter().map(|s| s.to_string()).collect(),
     };
-    let name = ctx.st.store.queue_site_job(site, &job, allowed).await?;
+    let name = ctx
+        .st
+        .store
+        .queue_site_job(site, &job, allowed, backup)
+        .await?;
     ctx.st.dispatcher.wake();
     Ok(ok(json!({"site": site.name, "job": name})))
 }
@@ -1024,6 +1033,7 @@ async fn site_archive(ctx: &Ctx) -> Result<Response> {
         data,
         steps,
         &[ACTIVE, BROKEN, INACTIVE, SUSPENDED],
+        None,
     )
     .await
 }
@@ -1075,6 +1085,7 @@ async fn site_app(ctx: &Ctx, kind: &str) -> Result<Response> {
         json!({"name": site.name, "bench": site.bench, "app": app}),
         &[step],
         &[ACTIVE, BROKEN, INACTIVE],
+        None,
     )
     .await
 }
@@ -1124,6 +1135,7 @@ async fn site_update_config(ctx: &Ctx) -> Result<Response> {
         json!({"name": site.name, "bench": site.bench, "config": config}),
         &["Update Site Configuration"],
         &[ACTIVE, BROKEN, INACTIVE],
+        None,
     )
     .await
 }

@@ -75,6 +75,9 @@ pub struct Config {
     /// Plans' backup policies, run by the backup scheduler every `backup_tick` (issue 4).
     pub backup_policies: Vec<crate::backup_policy::BackupPolicy>,
     pub backup_tick: Duration,
+    /// How long the scheduler waits before it deletes a backup again after a failed
+    /// "Delete Site Backup" job.
+    pub backup_delete_backoff: crate::backup_policy::RetryBackoff,
     /// How often each server's agent reachability is checked (a ping, skipped when the
     /// dispatcher or poller heard from the agent more recently); failures closer together
     /// than this count once, so a server turns Broken only after a sustained outage.
@@ -102,6 +105,7 @@ impl Config {
             archive_backup: false,
             backup_policies: Vec::new(),
             backup_tick: Duration::from_secs(60),
+            backup_delete_backoff: Default::default(),
             health_interval: Duration::from_secs(5),
             health_failures: 3,
         }

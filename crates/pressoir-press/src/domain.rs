@@ -58,6 +58,18 @@ pub mod job_type {
     pub const UNINSTALL_APP: &str = "Uninstall App on Site";
     pub const UPDATE_CONFIG: &str = "Update Site Configuration";
     pub const NEW_SITE_FROM_BACKUP: &str = "New Site from Backup";
+    pub const BACKUP_SITE: &str = "Backup Site";
+    pub const RESTORE_SITE: &str = "Restore Site";
+    pub const DELETE_BACKUP: &str = "Delete Site Backup";
+}
+
+/// A backup's full name, `<site>/<id>`: a job's `backup` may be a bare id, of the job's own
+/// `site`.
+pub fn backup_name(site: Option<&str>, backup: &str) -> String {
+    match site {
+        Some(site) if !backup.contains('/') => format!("{site}/{backup}"),
+        _ => backup.to_string(),
+    }
 }
 
 /// Frappe Press's `validate_subdomain`.

@@ -160,6 +160,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Press> {
             store.clone(),
             dispatcher.clone(),
             config.backup_policies.clone(),
+            config.backup_delete_backoff,
             config.backup_tick,
             shutdown.clone(),
         ));

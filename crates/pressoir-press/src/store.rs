@@ -615,8 +615,20 @@ impl Store {
     // ---------- sites and jobs ----------
 
     /// Stores a new site and its New Site job in one transaction; 409 when the name is live.
-    pub async fn insert_site(&self, site: &Site, job: &NewJob) -> Result<String> {
+    /// A site made from a backup names it in `backup` (a [`BackupUse::Reads`]), checked in
+    /// the same transaction.
+    pub async fn insert_site(
+        &self,
+        site: &Site,
+        job: &NewJob,
+        backup: Option<BackupUse<'_>>,
+    ) -> Result<String> {
         let mut tx = self.db.pool.begin().await?;
+        if let Some(b) = &backup {
+            // The first statement writes, so SQLite takes its write lock before any read.
+            lock_sites_tx(&mut tx, &[b.site_id()], None).await?;
+            check_backup_use_tx(&mut tx, b).await?;
+        }
         let r = sqlx::query(&format!(
             "INSERT INTO sites ({SITE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
         ))
@@ -644,21 +656,22 @@ impl Store {
         Ok(name)
     }
 
-    /// Records a job for an existing site if the site is still in one of `allowed` states and
-    /// has no unfinished job of the same type; both checks and the insert are one transaction.
+    /// Records a job for an existing site if the site is still in one of `allowed` states (an
+    /// archive only when none is under way) and, for a job that reads or deletes a backup,
+    /// if [`BackupUse`]'s rule allows it; the checks and the insert are one transaction.
     pub async fn queue_site_job(
         &self,
         site: &Site,
         job: &NewJob,
         allowed: &[&str],
+        backup: Option<BackupUse<'_>>,
     ) -> Result<String> {
         let mut tx = self.db.pool.begin().await?;
-        // Touch the row first so a concurrent transaction on the same site serialises behind this one.
-        sqlx::query("UPDATE sites SET modified = $1 WHERE id = $2")
-            .bind(now_ms())
-            .bind(&site.id)
-            .execute(&mut *tx)
-            .await?;
+        // Lock the rows first so a concurrent transaction on the same site (or backup)
+        // serialises behind this one.
+        let mut ids = vec![site.id.as_str()];
+        ids.extend(backup.as_ref().map(BackupUse::site_id));
+        lock_sites_tx(&mut tx, &ids, Some(&site.id)).await?;
         let current: Option<(String,)> = sqlx::query_as("SELECT status FROM sites WHERE id = $1")
             .bind(&site.id)
             .fetch_optional(&mut *tx)
@@ -681,6 +694,9 @@ impl Store {
                 "Site {} is already being archived",
                 site.name
             )));
+        }
+        if let Some(b) = &backup {
+            check_backup_use_tx(&mut tx, b).await?;
         }
         let name = insert_job_tx(&mut tx, job, site).await?;
         bump_tx(&mut tx, &site.team).await?;
@@ -773,6 +789,28 @@ impl Store {
             .bind(start)
             .fetch_all(&self.db.pool)
             .await?)
+    }
+
+    /// The Active sites on `plan`, by name: the backup scheduler's round.
+    pub async fn active_sites_on_plan(&self, plan: &str) -> Result<Vec<Site>> {
+        Ok(sqlx::query_as::<Any, Site>(&format!(
+            "SELECT {SITE_COLS} FROM sites WHERE plan = $1 AND status = 'Active' ORDER BY name"
+        ))
+        .bind(plan)
+        .fetch_all(&self.db.pool)
+        .await?)
+    }
+
+    /// When the site's latest "Backup Site" job that did not fail was recorded.
+    pub async fn last_backup_at(&self, site_id: &str) -> Result<Option<i64>> {
+        let row: Option<(Option<i64>,)> = sqlx::query_as(
+            "SELECT MAX(created) FROM jobs WHERE site_id = $1 AND job_type = $2 AND status <> 'Failure'",
+        )
+        .bind(site_id)
+        .bind(domain::job_type::BACKUP_SITE)
+        .fetch_optional(&self.db.pool)
+        .await?;
+        Ok(row.and_then(|(t,)| t))
     }
 
     pub async fn site_jobs(&self, site_id: &str, start: i64, limit: i64) -> Result<Vec<Job>> {
@@ -1161,6 +1199,116 @@ async fn insert_job_tx(tx: &mut Transaction<'_, Any>, job: &NewJob, site: &Site)
     .execute(&mut **tx)
     .await?;
     Ok(name)
+}
+
+/// How a job uses a backup (`<site>/<id>`), checked where the job is recorded so that the
+/// backup policy's deletions and restores never race: the backup's site row is locked
+/// first, then what the other side committed is read.
+#[derive(Debug, Clone, Copy)]
+pub enum BackupUse<'a> {
+    /// "Restore Site" or "New Site from Backup" reads `name`, a backup of site `site_id`:
+    /// refused when a deletion of it is done (404) or under way (400).
+    Reads { site_id: &'a str, name: &'a str },
+    /// "Delete Site Backup" deletes `name`, a backup of site `site_id` (the job's site):
+    /// refused (400) while an unfinished restore or new site reads it, or when its deletion
+    /// is already under way or done.
+    Deletes { site_id: &'a str, name: &'a str },
+}
+
+impl<'a> BackupUse<'a> {
+    fn site_id(&self) -> &'a str {
+        match *self {
+            BackupUse::Reads { site_id, .. } | BackupUse::Deletes { site_id, .. } => site_id,
+        }
+    }
+
+    fn name(&self) -> &'a str {
+        match *self {
+            BackupUse::Reads { name, .. } | BackupUse::Deletes { name, .. } => name,
+        }
+    }
+}
+
+/// Locks the rows of `ids` (an UPDATE: SQLite takes its write lock, PostgreSQL holds the rows
+/// to commit) in id order, so two transactions locking the same two sites cannot deadlock.
+/// `touch` also gets a new `modified`.
+async fn lock_sites_tx(
+    tx: &mut Transaction<'_, Any>,
+    ids: &[&str],
+    touch: Option<&str>,
+) -> Result<()> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    for id in ids {
+        sqlx::query(
+            "UPDATE sites SET modified = CASE WHEN id = $1 THEN $2 ELSE modified END WHERE id = $3",
+        )
+        .bind(touch.unwrap_or(""))
+        .bind(now_ms())
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// [`BackupUse`]'s rule, read inside the caller's transaction after the backup's site row
+/// is locked: every job that reads or deletes a backup locks that row first, so what the
+/// other side committed before is seen here, and what it commits after sees this job.
+async fn check_backup_use_tx(tx: &mut Transaction<'_, Any>, use_: &BackupUse<'_>) -> Result<()> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT status, request_data FROM jobs WHERE site_id = $1 AND job_type = $2 AND status <> 'Failure'",
+    )
+    .bind(use_.site_id())
+    .bind(domain::job_type::DELETE_BACKUP)
+    .fetch_all(&mut **tx)
+    .await?;
+    let deletions: Vec<String> = rows
+        .into_iter()
+        .filter(|(_, data)| job_backup(None, data).as_deref() == Some(use_.name()))
+        .map(|(status, _)| status)
+        .collect();
+    match *use_ {
+        BackupUse::Reads { name, .. } => {
+            if deletions.iter().any(|s| s == job_status::SUCCESS) {
+                return Err(Error::not_found(format!("Backup {name} not found")));
+            }
+            if !deletions.is_empty() {
+                return Err(Error::validation(format!("Backup {name} is being deleted")));
+            }
+        }
+        BackupUse::Deletes { name, .. } => {
+            if !deletions.is_empty() {
+                return Err(Error::validation(format!(
+                    "Backup {name} is already being deleted"
+                )));
+            }
+            let readers: Vec<(Option<String>, String)> = sqlx::query_as(
+                "SELECT site_name, request_data FROM jobs WHERE job_type IN ($1, $2) AND status IN ('Undelivered', 'Pending', 'Running')",
+            )
+            .bind(domain::job_type::RESTORE_SITE)
+            .bind(domain::job_type::NEW_SITE_FROM_BACKUP)
+            .fetch_all(&mut **tx)
+            .await?;
+            if readers
+                .iter()
+                .any(|(site, data)| job_backup(site.as_deref(), data).as_deref() == Some(name))
+            {
+                return Err(Error::validation(format!(
+                    "Backup {name} is in use by a restore"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The backup a job's `request_data` names, in full (see [`domain::backup_name`]).
+fn job_backup(site: Option<&str>, data: &str) -> Option<String> {
+    let data: Value = serde_json::from_str(data).ok()?;
+    let b = data["backup"].as_str()?;
+    Some(domain::backup_name(site, b))
 }
 
 /// Records a site event in the caller's transaction: the one place every site change passes,

@@ -4,6 +4,7 @@ use anyhow::Context;
 use pressoir_core::secret::Origin;
 use pressoir_core::{CredentialStore, RateSpec, Secret, Shutdown};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
 pub struct ObjectsArgs {
@@ -39,6 +40,32 @@ pub struct ServeArgs {
     /// Requests per access key (`off`, or e.g. `1000/min`).
     #[arg(long, env = "PRESSOIR_S3_RATE_LIMIT", default_value = "off")]
     pub rate_limit: RateSpec,
+    #[command(flatten)]
+    pub stale_uploads: StaleUploadArgs,
+}
+
+/// When unfinished multipart uploads are aborted, with MinIO's defaults
+/// (`MINIO_API_STALE_UPLOADS_EXPIRY`, `MINIO_API_STALE_UPLOADS_CLEANUP_INTERVAL`). Shared by
+/// `objects serve` and `up`.
+#[derive(clap::Args, Debug)]
+pub struct StaleUploadArgs {
+    /// Multipart uploads still unfinished this many seconds after they were started are
+    /// aborted and their parts deleted (a client killed mid-upload never aborts its own).
+    #[arg(long, env = "PRESSOIR_S3_STALE_UPLOADS_EXPIRY_SECS", default_value_t = 24 * 3600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub stale_uploads_expiry_secs: u64,
+    /// How often, in seconds, stale multipart uploads are looked for (also once at start).
+    #[arg(long, env = "PRESSOIR_S3_STALE_UPLOADS_CLEANUP_INTERVAL_SECS", default_value_t = 6 * 3600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub stale_uploads_cleanup_interval_secs: u64,
+}
+
+impl StaleUploadArgs {
+    pub fn apply(&self, config: &mut pressoir_objects::Config) {
+        config.upload_expiry = Duration::from_secs(self.stale_uploads_expiry_secs);
+        config.upload_sweep_interval =
+            Duration::from_secs(self.stale_uploads_cleanup_interval_secs);
+    }
 }
 
 fn env_or_file(var: &str) -> anyhow::Result<Option<String>> {
@@ -106,10 +133,50 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.max_part_size = args.max_object_size;
     config.rate_limit = args.rate_limit;
     config.fsync = args.fsync;
+    args.stale_uploads.apply(&mut config);
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {} (--listen)", args.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "S3 object storage listening");
     pressoir_objects::run(config, listener, Shutdown::on_signals()).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        stale: StaleUploadArgs,
+    }
+
+    fn applied(args: &[&str]) -> (Duration, Duration) {
+        let cli = Cli::try_parse_from(std::iter::once("pressoir").chain(args.iter().copied()))
+            .expect("valid flags");
+        let mut c = pressoir_objects::Config::new("data", "ak", Secret::new("sk"));
+        cli.stale.apply(&mut c);
+        (c.upload_expiry, c.upload_sweep_interval)
+    }
+
+    #[test]
+    fn stale_uploads_expire_as_minio_by_default_and_by_flag() {
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        assert_eq!(applied(&[]), (h(24), h(6)));
+        assert_eq!(
+            applied(&[
+                "--stale-uploads-expiry-secs",
+                "60",
+                "--stale-uploads-cleanup-interval-secs",
+                "5"
+            ]),
+            (Duration::from_secs(60), Duration::from_secs(5))
+        );
+        assert!(
+            Cli::try_parse_from(["pressoir", "--stale-uploads-cleanup-interval-secs", "0"])
+                .is_err()
+        );
+    }
 }

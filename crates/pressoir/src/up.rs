@@ -44,6 +44,8 @@ pub struct UpArgs {
     /// How many scheduled backups of a site the policy keeps (older ones are deleted).
     #[arg(long, env = "PRESSOIR_BACKUP_KEEP", default_value_t = 7)]
     pub backup_keep: usize,
+    #[command(flatten)]
+    pub stale_uploads: crate::objects::StaleUploadArgs,
 }
 
 /// The embedded server and bench, the reference's names.
@@ -199,7 +201,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .context("press failed to start")?;
     let press_router = press.router;
 
-    let objects = crate::objects::config(&data_dir)?;
+    let mut objects = crate::objects::config(&data_dir)?;
+    args.stale_uploads.apply(&mut objects);
     let objects_router = pressoir_objects::app(objects, shutdown.clone())
         .await
         .context("object storage failed to start")?;

@@ -5,5 +5,6 @@ mod bad_input;
 mod clients;
 mod common;
 mod crash;
+mod expiry;
 mod rust_client;
 mod sig;

@@ -68,7 +68,7 @@ impl Signer<'_> {
         );
         let k = hmac(
             format!("AWS4{}", self.secret).as_bytes(),
-            self.amz_date[..8].as_bytes(),
+            &self.amz_date.as_bytes()[..8],
         );
         let k = hmac(&k, b"us-east-1");
         let k = hmac(&k, b"s3");
@@ -231,10 +231,7 @@ pub async fn raw(
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(nl) = b.windows(2).position(|w| w == b"\r\n") else {
-            break;
-        };
+    while let Some(nl) = b.windows(2).position(|w| w == b"\r\n") {
         let size = usize::from_str_radix(
             std::str::from_utf8(&b[..nl])
                 .unwrap()

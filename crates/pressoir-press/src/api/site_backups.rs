@@ -7,15 +7,13 @@
 
 use super::{Ctx, job_summary, ok, queue};
 use crate::auth::Caller;
+use crate::domain::job_type::{BACKUP_SITE, DELETE_BACKUP, RESTORE_SITE};
 use crate::domain::{job_status, site_status};
 use crate::error::{Error, Result};
-use crate::store::{Job, NewJob, Site};
+use crate::store::{BackupUse, Job, NewJob, Site};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-pub const BACKUP_SITE: &str = "Backup Site";
-pub const RESTORE_SITE: &str = "Restore Site";
-pub const DELETE_BACKUP: &str = "Delete Site Backup";
 const NEW_FROM_BACKUP_STEPS: [&str; 5] = [
     "Download Site Backup",
     "New Site from Backup",
@@ -69,6 +67,7 @@ pub(super) async fn backup(ctx: &Ctx) -> Result<Response> {
         json!({"name": site.name, "bench": site.bench, "with_files": with_files}),
         &BACKUP_STEPS,
         &[ACTIVE, BROKEN, INACTIVE],
+        None,
     )
     .await
 }
@@ -87,6 +86,10 @@ pub(crate) struct BackupEntry {
     pub deleted: bool,
     /// A "Delete Site Backup" job for it is queued or running.
     pub deleting: bool,
+    /// How many "Delete Site Backup" jobs for it failed, and when the last one ended: the
+    /// backup policy's retry backoff, kept across restarts by the jobs themselves.
+    pub delete_failures: u32,
+    pub last_delete_failure: Option<i64>,
     pub summary: Value,
     pub result: Value,
     pub error: Option<String>,
@@ -96,14 +99,24 @@ pub(crate) struct BackupEntry {
 pub(crate) fn backups_of(jobs: &[Job]) -> Vec<BackupEntry> {
     let mut deleted = std::collections::HashSet::new();
     let mut deleting = std::collections::HashSet::new();
+    // Backup → (failed deletions, when the last one ended).
+    let mut failed: std::collections::HashMap<String, (u32, i64)> = Default::default();
     for j in jobs.iter().filter(|j| j.job_type == DELETE_BACKUP) {
         let data: Value = serde_json::from_str(&j.request_data).unwrap_or(Value::Null);
         if let Some(b) = data["backup"].as_str() {
             match j.status.as_str() {
-                job_status::SUCCESS => deleted.insert(b.to_string()),
-                job_status::FAILURE => false,
-                _ => deleting.insert(b.to_string()),
-            };
+                job_status::SUCCESS => {
+                    deleted.insert(b.to_string());
+                }
+                job_status::FAILURE => {
+                    let f = failed.entry(b.to_string()).or_default();
+                    f.0 += 1;
+                    f.1 = f.1.max(j.ended.unwrap_or(j.created));
+                }
+                _ => {
+                    deleting.insert(b.to_string());
+                }
+            }
         }
     }
     jobs.iter()
@@ -124,9 +137,12 @@ pub(crate) fn backups_of(jobs: &[Job]) -> Vec<BackupEntry> {
             let gone = |set: &std::collections::HashSet<String>| {
                 name.as_ref().is_some_and(|n| set.contains(n))
             };
+            let failures = name.as_ref().and_then(|n| failed.get(n));
             Some(BackupEntry {
                 deleted: gone(&deleted),
                 deleting: gone(&deleting),
+                delete_failures: failures.map_or(0, |f| f.0),
+                last_delete_failure: failures.map(|f| f.1),
                 name,
                 job: j.name.clone(),
                 job_type: j.job_type.clone(),
@@ -186,7 +202,8 @@ fn check_backup_name(backup: &str) -> Result<()> {
 
 /// A backup of one of the caller's team's sites (archived ones too) that a new site can be
 /// made from: named `<site>/<id>` as `backups` lists it, or by its job. Another team's backup
-/// answers exactly as a missing one (404); one that did not succeed, or is being deleted, 400.
+/// answers exactly as a missing one (404); one that did not succeed, 400 (and one being
+/// deleted, 400, from [`crate::store::Store::insert_site`]).
 /// Returns the backup's name and its site.
 pub(super) async fn usable_backup(ctx: &Ctx, c: &Caller, backup: &str) -> Result<(String, Site)> {
     check_backup_name(backup)?;
@@ -215,11 +232,7 @@ pub(super) async fn usable_backup(ctx: &Ctx, c: &Caller, backup: &str) -> Result
             entry.summary["status"].as_str().unwrap_or(&entry.status)
         )));
     }
-    if entry.deleting {
-        return Err(Error::validation(format!(
-            "Backup {backup} is being deleted"
-        )));
-    }
+    // Whether a deletion is under way is checked where the new site is recorded.
     Ok((entry.name.ok_or_else(missing)?, site))
 }
 
@@ -261,25 +274,9 @@ pub(super) async fn restore(ctx: &Ctx) -> Result<Response> {
             .map_err(|_| Error::not_found(format!("Backup {backup} not found")))?,
         _ => site.clone(),
     };
-    // A backup the policy is pruning (or pruned) is not restored.
-    let full = match backup.contains('/') {
-        true => backup.clone(),
-        false => format!("{}/{backup}", site.name),
-    };
-    let jobs = ctx.st.store.site_jobs(&of.id, 0, SCAN).await?;
-    if let Some(b) = backups_of(&jobs)
-        .into_iter()
-        .find(|b| b.name.as_deref() == Some(full.as_str()))
-    {
-        if b.deleted {
-            return Err(Error::not_found(format!("Backup {backup} not found")));
-        }
-        if b.deleting {
-            return Err(Error::validation(format!(
-                "Backup {backup} is being deleted"
-            )));
-        }
-    }
+    // A backup the policy is deleting (or deleted) is not restored: the store decides, in
+    // the transaction that records the restore, so a deletion cannot slip in between.
+    let full = crate::domain::backup_name(Some(&site.name), &backup);
     queue(
         ctx,
         &site,
@@ -287,6 +284,10 @@ pub(super) async fn restore(ctx: &Ctx) -> Result<Response> {
         json!({"name": site.name, "bench": site.bench, "backup": backup}),
         &RESTORE_STEPS,
         &[ACTIVE, BROKEN, INACTIVE],
+        Some(BackupUse::Reads {
+            site_id: &of.id,
+            name: &full,
+        }),
     )
     .await
 }

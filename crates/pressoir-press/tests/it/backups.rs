@@ -7,6 +7,9 @@ use serde_json::json;
 
 const KEY: &str = "agent";
 const SECRET: &str = "agent-s3-secret-0123456789";
+/// A key that may read the backups but not delete them.
+const READER: &str = "reader";
+const READER_SECRET: &str = "reader-s3-secret-0123456789";
 
 async fn start_s3() -> (String, tempfile::TempDir, Shutdown) {
     let dir = tempfile::tempdir().unwrap();
@@ -19,6 +22,14 @@ async fn start_s3() -> (String, tempfile::TempDir, Shutdown) {
         KEY,
         Secret::new(SECRET),
         pressoir_objects::Policy::buckets(&["backups"]),
+    ));
+    c.keys.push(pressoir_objects::AccessKey::new(
+        READER,
+        Secret::new(READER_SECRET),
+        pressoir_objects::Policy {
+            read_only: true,
+            buckets: None,
+        },
     ));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -562,6 +573,288 @@ async fn scheduled_backups_beyond_keep_are_deleted_oldest_first() {
                 "{name} is still in S3"
             );
         }
+        cloud.shutdown().await;
+    }
+    sd.trigger();
+}
+
+/// Press's store on the cloud's database, to act as the backup scheduler does and to read
+/// job times to the millisecond.
+async fn store_of(cloud: &Cloud) -> pressoir_press::store::Store {
+    let cfg = cloud.press_config();
+    pressoir_press::open_store(&cfg.database_url, &cfg.db_schema, 2)
+        .await
+        .unwrap()
+}
+
+/// Takes a backup on demand; returns its name.
+async fn take_backup(admin: &Client, site: &str) -> String {
+    let (s, body) = admin
+        .post("press.api.site.backup", json!({"name": site}))
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let job = wait_success(admin, &body).await;
+    job["result"]["backup"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_is_never_both_restored_and_deleted() {
+    use pressoir_press::backup_policy::queue_deletion;
+    let (url, _dir, sd) = start_s3().await;
+    let opts = Opts {
+        agent_storage: Some(pressoir_agent::StorageConfig::new(
+            url,
+            "backups",
+            KEY,
+            Secret::new(SECRET),
+        )),
+        ..Opts::default()
+    };
+    for backend in backends() {
+        let mut cloud = Cloud::start(&backend, opts.clone()).await;
+        let admin = cloud.admin().await;
+        let (site, _) = admin.new_site("racing", &["frappe"]).await;
+        admin.wait_status(&site, "Active", 20).await;
+        let mut names = Vec::new();
+        for _ in 0..7 {
+            names.push(take_backup(&admin, &site).await);
+        }
+        let store = store_of(&cloud).await;
+        let row = store.site(None, &site).await.unwrap().unwrap();
+        // From here no job runs: restores and deletions stay unfinished.
+        cloud.stop_agent().await;
+
+        // The scheduler read the site's jobs before a restore and a new site from a backup
+        // were accepted; its deletions of those backups, recorded after, are refused.
+        let (s, body) = admin
+            .post(
+                "press.api.site.restore",
+                json!({"name": site, "backup": names[0]}),
+            )
+            .await;
+        assert_eq!(s, 200, "{body}");
+        let restore = body["message"]["job"].as_str().unwrap().to_string();
+        let (s, body) = admin
+            .post(
+                "press.api.site.new",
+                json!({"site": {"name": "racecopy", "plan": "Starter", "backup": names[1]}}),
+            )
+            .await;
+        assert_eq!(s, 200, "{body}");
+        let copy = body["message"]["job"].as_str().unwrap().to_string();
+        for b in &names[..2] {
+            let e = queue_deletion(&store, &row, b).await.unwrap_err();
+            assert!(e.to_string().contains("in use"), "{b}: {e}");
+        }
+
+        // A deletion recorded first: a restore or a new site from that backup is refused.
+        let deletion = queue_deletion(&store, &row, &names[2]).await.unwrap();
+        assert!(queue_deletion(&store, &row, &names[2]).await.is_err());
+        let (s, body) = admin
+            .post(
+                "press.api.site.restore",
+                json!({"name": site, "backup": names[2]}),
+            )
+            .await;
+        assert_eq!(
+            (s, body["exc_type"].as_str()),
+            (400, Some("ValidationError")),
+            "{body}"
+        );
+        assert!(server_message(&body).contains("being deleted"), "{body}");
+        let (s, body) = admin
+            .post(
+                "press.api.site.new",
+                json!({"site": {"name": "latecopy", "plan": "Starter", "backup": names[2]}}),
+            )
+            .await;
+        assert_eq!(
+            (s, body["exc_type"].as_str()),
+            (400, Some("ValidationError")),
+            "{body}"
+        );
+
+        // Both at once: of a restore and a deletion of the same backup, exactly one is taken.
+        for b in &names[3..] {
+            let restore = admin.post("press.api.site.restore", json!({"name": site, "backup": b}));
+            let ((s, body), deleted) = tokio::join!(restore, queue_deletion(&store, &row, b));
+            assert!(
+                (s == 200) != deleted.is_ok(),
+                "{b}: restore {s} {body}, deletion {deleted:?}"
+            );
+        }
+
+        // The jobs run: the restore and the new site find their backups, the deletion
+        // succeeds, and from then on its backup does not exist.
+        cloud.start_agent(None).await;
+        let job = admin.wait_job(&restore, 30).await;
+        assert_eq!(job["status"], "Success", "{job}");
+        let job = admin.wait_job(&copy, 30).await;
+        assert_eq!(job["status"], "Success", "{job}");
+        let job = admin.wait_job(&deletion, 30).await;
+        assert_eq!(job["status"], "Success", "{job}");
+        let (s, body) = admin
+            .post(
+                "press.api.site.restore",
+                json!({"name": site, "backup": names[2]}),
+            )
+            .await;
+        assert_eq!(
+            (s, body["exc_type"].as_str()),
+            (404, Some("DoesNotExistError")),
+            "{body}"
+        );
+        let (s, body) = admin
+            .post(
+                "press.api.site.new",
+                json!({"site": {"name": "latecopy", "plan": "Starter", "backup": names[2]}}),
+            )
+            .await;
+        assert_eq!(
+            (s, body["exc_type"].as_str()),
+            (404, Some("DoesNotExistError")),
+            "{body}"
+        );
+        // The restore done, its backup may be deleted.
+        queue_deletion(&store, &row, &names[0]).await.unwrap();
+        store.db.pool.close().await;
+        cloud.shutdown().await;
+    }
+    sd.trigger();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_backup_deletion_is_retried_with_a_backoff_that_survives_a_restart() {
+    use pressoir_press::backup_policy::{BackupPolicy, RetryBackoff};
+    use std::time::Duration;
+    let (url, _dir, sd) = start_s3().await;
+    let storage = |key: &str, secret: &str| {
+        Some(pressoir_agent::StorageConfig::new(
+            url.clone(),
+            "backups",
+            key,
+            Secret::new(secret),
+        ))
+    };
+    let policy = |every_ms: u64, keep: usize| {
+        vec![BackupPolicy {
+            plan: "Starter".into(),
+            every: Duration::from_millis(every_ms),
+            keep,
+        }]
+    };
+    let backoff = RetryBackoff {
+        base: Duration::from_millis(300),
+        cap: Duration::from_millis(1200),
+    };
+    let opts = Opts {
+        agent_storage: storage(KEY, SECRET),
+        backup_delete_backoff: backoff,
+        ..Opts::default()
+    };
+    for backend in backends() {
+        let mut cloud = Cloud::start(&backend, opts.clone()).await;
+        let admin = cloud.admin().await;
+        let (site, _) = admin.new_site("backoff", &["frappe"]).await;
+        admin.wait_status(&site, "Active", 20).await;
+        let store = store_of(&cloud).await;
+        let row = store.site(None, &site).await.unwrap().unwrap();
+        let deletions = || async {
+            let jobs = store.site_jobs(&row.id, 0, 1000).await.unwrap();
+            let mut d: Vec<_> = jobs
+                .into_iter()
+                .filter(|j| j.job_type == "Delete Site Backup")
+                .collect();
+            d.reverse();
+            d
+        };
+
+        // Two scheduled backups, none pruned.
+        cloud.stop_press().await;
+        cloud.opts.backup_policies = policy(100, 100);
+        cloud.start_press(None).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, body) = admin
+                .get("press.api.site.backups", &[("name", &site)])
+                .await;
+            let done = body["message"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|b| b["status"] == "Success")
+                .count();
+            if done >= 2 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{body}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Then an agent whose key may not delete, and a policy that keeps one: the older
+        // backup's deletion fails, again and again, while the scheduler ticks every 50 ms.
+        cloud.stop_press().await;
+        cloud.stop_agent().await;
+        cloud.opts.agent_storage = storage(READER, READER_SECRET);
+        cloud.start_agent(None).await;
+        cloud.opts.backup_policies = policy(3_600_000, 1);
+        cloud.start_press(None).await;
+        let failed = |n: usize| async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let d = deletions().await;
+                if d.iter().filter(|j| j.status == "Failure").count() >= n {
+                    return;
+                }
+                assert!(std::time::Instant::now() < deadline, "{d:?}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        failed(3).await;
+        // Restarted right after a failure, Press still waits out the backoff.
+        cloud.stop_press().await;
+        cloud.start_press(None).await;
+        failed(5).await;
+        cloud.stop_press().await;
+        // Each backup's attempts (one or two backups are pruned, each at its own pace)
+        // waited the backoff after the failure before them: 300, 600, 1200, 1200 ms.
+        let mut by_backup: std::collections::BTreeMap<String, Vec<_>> = Default::default();
+        for j in deletions().await {
+            by_backup.entry(j.request_data.clone()).or_default().push(j);
+        }
+        for (backup, d) in &by_backup {
+            for (k, pair) in d.windows(2).enumerate() {
+                let (before, next) = (&pair[0], &pair[1]);
+                assert_eq!(before.status, "Failure", "{before:?}");
+                let waited = next.created - before.ended.unwrap();
+                let wait = backoff.after(k as u32 + 1).as_millis() as i64;
+                assert!(
+                    waited >= wait,
+                    "{backup}: attempt {} came {waited} ms after a failure, not {wait}",
+                    k + 2
+                );
+            }
+            assert!(
+                d.len() <= 6,
+                "{backup}: {} attempts; without the backoff there is one per tick",
+                d.len()
+            );
+        }
+
+        // With a key that may delete, the next attempt succeeds.
+        cloud.stop_agent().await;
+        cloud.opts.agent_storage = storage(KEY, SECRET);
+        cloud.start_agent(None).await;
+        cloud.start_press(None).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !deletions().await.iter().any(|j| j.status == "Success") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{:?}",
+                deletions().await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        store.db.pool.close().await;
         cloud.shutdown().await;
     }
     sd.trigger();

@@ -42,6 +42,7 @@ pub struct Opts {
     /// The agent's offsite storage (backups).
     pub agent_storage: Option<pressoir_agent::StorageConfig>,
     pub backup_policies: Vec<pressoir_press::backup_policy::BackupPolicy>,
+    pub backup_delete_backoff: pressoir_press::backup_policy::RetryBackoff,
     /// Press's health check: interval and failed checks before Broken (default: Config's).
     pub health: Option<(Duration, u32)>,
 }
@@ -59,6 +60,7 @@ impl Default for Opts {
             webhooks: None,
             agent_storage: None,
             backup_policies: Vec::new(),
+            backup_delete_backoff: Default::default(),
             health: None,
         }
     }
@@ -143,6 +145,7 @@ impl Cloud {
         cfg.archive_backup = self.opts.agent_storage.is_some();
         cfg.backup_policies = self.opts.backup_policies.clone();
         cfg.backup_tick = Duration::from_millis(50);
+        cfg.backup_delete_backoff = self.opts.backup_delete_backoff;
         if let Some((interval, failures)) = self.opts.health {
             cfg.health_interval = interval;
             cfg.health_failures = failures;

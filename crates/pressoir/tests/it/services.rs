@@ -27,7 +27,7 @@ impl Drop for Proc {
 
 /// Runs the binary and waits for its ready line; the port follows `marker` in it.
 fn start(args: &[&str], marker: &str) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pressoir"))
+    let child = Command::new(env!("CARGO_BIN_EXE_pressoir"))
         .args(args)
         .env("PRESSOIR_ADMIN_PASSWORD", "admin")
         .env("PRESSOIR_OIDC_CLIENT_SECRET", CLIENT_SECRET)
@@ -45,7 +45,9 @@ fn start(args: &[&str], marker: &str) -> Proc {
         .stderr(Stdio::null())
         .spawn()
         .expect("run pressoir");
-    let out = child.stdout.take().unwrap();
+    // Owned by a Proc at once, so a start that fails below still kills and reaps the child.
+    let mut proc = Proc { child, port: 0 };
+    let out = proc.child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
@@ -61,10 +63,8 @@ fn start(args: &[&str], marker: &str) -> Proc {
             && let Some(rest) = line.split(marker).nth(1)
         {
             let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            return Proc {
-                child,
-                port: digits.parse().unwrap(),
-            };
+            proc.port = digits.parse().unwrap();
+            return proc;
         }
     }
 }

@@ -22,7 +22,7 @@ fn up(data: &std::path::Path) -> Up {
 }
 
 fn up_with(data: &std::path::Path, extra: &[&str]) -> Up {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pressoir"))
+    let child = Command::new(env!("CARGO_BIN_EXE_pressoir"))
         .args([
             "up",
             "--listen",
@@ -42,7 +42,9 @@ fn up_with(data: &std::path::Path, extra: &[&str]) -> Up {
         .stderr(Stdio::null())
         .spawn()
         .expect("run pressoir up");
-    let out = child.stdout.take().unwrap();
+    // Owned by an Up at once, so a start that fails below still kills and reaps the child.
+    let mut up = Up { child, port: 0 };
+    let out = up.child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
@@ -57,8 +59,8 @@ fn up_with(data: &std::path::Path, extra: &[&str]) -> Up {
         if let Some(rest) = line.split("http://127.0.0.1:").nth(1)
             && line.contains("ready")
         {
-            let port = rest.split('/').next().unwrap().parse().unwrap();
-            return Up { child, port };
+            up.port = rest.split('/').next().unwrap().parse().unwrap();
+            return up;
         }
     }
 }
