@@ -4,7 +4,8 @@
 //! hyper hello-world server in the same process on 127.0.0.1, and prints: ping requests/s
 //! over 64 keep-alive connections beside the hello-world figure, job submissions/s,
 //! submission-to-Success latency of "Ping Job", and how long 1,000 "New Site" jobs take.
-//! `BENCH_SECS` sets the length of each load run (default 5).
+//! `BENCH_SECS` sets the length of each load run (default 5), `BENCH_WORKERS` the agent's
+//! workers (default: the agent's own default), `BENCH_ONLY=sites` runs the 1,000 sites alone.
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -38,6 +39,12 @@ async fn bench() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = Config::new(dir.path().join("agent"), Secret::new(PASSWORD));
     config.rate_limit = RateSpec::off();
+    if let Some(n) = std::env::var("BENCH_WORKERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        config.workers = n;
+    }
     let workers = config.workers;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

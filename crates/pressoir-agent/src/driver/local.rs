@@ -16,10 +16,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// Marks a site folder with the job that created it, so an interrupted "New Site" step can
-/// tell its own half-finished work from a site that existed before.
-const CREATED_BY: &str = ".created-by-job";
-
 mod backup;
 mod sitedb;
 
@@ -162,6 +158,16 @@ fn read_config(site_dir: &Path, site: &SiteRef) -> Result<Map<String, Value>, St
     }
 }
 
+/// Whether the site folder `dir` exists (`None` when not), and whether job `job` built it:
+/// the job that builds a site records itself in the site's database.
+fn made_by(dir: &Path, job: i64) -> Option<bool> {
+    if !dir.exists() {
+        return None;
+    }
+    let db = dir.join("db").join(format!("{}.db", db_name_for(dir)));
+    Some(sitedb::created_by(&db) == Some(job))
+}
+
 /// The database name of the site in `dir`: derived from its path, so a site made again on
 /// the same path (a resumed step) gets the same name.
 fn db_name_for(dir: &Path) -> String {
@@ -271,22 +277,21 @@ impl LocalDriver {
             let mut log = Log::default();
             let db_name = db_name_for(&dir);
             let result = json!({"site": site.name.as_str(), "bench": site.bench.as_str(), "db_name": db_name});
-            // Is it there already, and whose is it?
-            match std::fs::read_to_string(dir.join(CREATED_BY)) {
-                Ok(by) if by.trim() == job => {
+            match made_by(&dir, ctx.job_id) {
+                Some(true) => {
                     log.line(format!(
                         "site folder sites/{} was already created by this job",
                         site.name
                     ));
                     return log.done(Some(result));
                 }
-                Err(_) if !dir.exists() => {}
-                _ => {
+                Some(false) => {
                     return Err(log.fail(format!(
                         "site '{}' already exists on bench '{}'",
                         site.name, site.bench
                     )));
                 }
+                None => {}
             }
             let tmp = sites.join(format!(".new-{}.{}", site.name, job));
             let db_path = tmp.join("db").join(format!("{db_name}.db"));
@@ -302,8 +307,7 @@ impl LocalDriver {
                 std::fs::create_dir_all(tmp.join("db")).map_err(io_err("create the site folder"))?;
                 // Written in place: the folder is unseen until it is renamed into place whole.
                 std::fs::write(tmp.join("site_config.json"), config_bytes(&config))
-                    .map_err(io_err("write site_config.json"))?;
-                std::fs::write(tmp.join(CREATED_BY), &job).map_err(io_err("mark the site folder"))
+                    .map_err(io_err("write site_config.json"))
             })();
             files.map_err(|e| log.fail(e))?;
             log.line(format!("create site folder sites/{}", site.name));
@@ -311,7 +315,7 @@ impl LocalDriver {
                 "write sites/{}/site_config.json (db_name={db_name}, db_password=***, db_type=sqlite)",
                 site.name
             ));
-            sitedb::create(&db_path, &now_text())
+            sitedb::create(&db_path, &now_text(), ctx.job_id)
                 .map_err(|e| log.fail(format!("cannot create the site database: {e}")))?;
             log.line(format!(
                 "create database sites/{}/db/{db_name}.db (users Administrator, Guest)",
@@ -320,9 +324,8 @@ impl LocalDriver {
             log.line("install-app frappe");
             let moved = (|| {
                 // Everything in the new folder is on disk before the folder appears.
-                let (config, marker, db_dir) =
-                    (tmp.join("site_config.json"), tmp.join(CREATED_BY), tmp.join("db"));
-                for p in [&config, &marker, &db_path, &db_dir, &tmp] {
+                let (config, db_dir) = (tmp.join("site_config.json"), tmp.join("db"));
+                for p in [&config, &db_path, &db_dir, &tmp] {
                     std::fs::File::open(p)
                         .and_then(|f| f.sync_all())
                         .map_err(io_err("sync the new site folder"))?;
@@ -751,6 +754,19 @@ mod tests {
             "dirty memory changes nothing"
         );
         assert!(!verify(&b, b"first password"));
+    }
+
+    #[test]
+    fn a_site_knows_the_job_that_built_it() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("a.example.com");
+        assert_eq!(made_by(&dir, 7), None, "no folder");
+        std::fs::create_dir_all(dir.join("db")).unwrap();
+        assert_eq!(made_by(&dir, 7), Some(false), "a folder without our database");
+        let db = dir.join("db").join(format!("{}.db", db_name_for(&dir)));
+        sitedb::create(&db, "2026-12-04T00:00:00.000Z", 7).unwrap();
+        assert_eq!(made_by(&dir, 7), Some(true));
+        assert_eq!(made_by(&dir, 8), Some(false), "another job's site");
     }
 
     #[test]

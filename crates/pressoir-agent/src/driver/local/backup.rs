@@ -9,7 +9,7 @@
 //! or undoes the swap.
 
 use super::{
-    CREATED_BY, LocalDriver, Log, blocking, config_bytes, db_name_for, io_err, read_config, sitedb,
+    LocalDriver, Log, blocking, config_bytes, db_name_for, io_err, made_by, read_config, sitedb,
 };
 use crate::backup::{
     DATABASE_FILE, FILES_FILE, FORMAT, FileEntry, HashWriter, MANIFEST_FILE, Manifest, Offsite,
@@ -27,9 +27,10 @@ use std::sync::Arc;
 const BACKUP_ID_FILE: &str = "backup-id";
 const MANIFEST_PENDING: &str = "manifest.json";
 
-/// Top-level entries of a site folder that are not its "files".
+/// Top-level entries of a site folder that are not its "files" (hidden ones include the
+/// `.created-by-job` marker older versions wrote).
 fn not_files(name: &str) -> bool {
-    name == "db" || name == "site_config.json" || name == CREATED_BY || name.starts_with('.')
+    name == "db" || name == "site_config.json" || name.starts_with('.')
 }
 
 fn sync_path(p: &Path) -> Result<(), String> {
@@ -480,7 +481,7 @@ impl LocalDriver {
         manifest: &Manifest,
         db_name: &str,
         config: Map<String, Value>,
-        marker: Option<String>,
+        made_by: Option<i64>,
         backup: &str,
     ) -> Result<Option<usize>, String> {
         let (w, d, m, b) = (
@@ -504,15 +505,12 @@ impl LocalDriver {
             };
             super::write_atomic(&d.join("site_config.json"), &config_bytes(&config))
                 .map_err(io_err("write site_config.json"))?;
-            if let Some(job) = marker {
-                std::fs::write(d.join(CREATED_BY), job).map_err(io_err("mark the site folder"))?;
-            }
             Ok(count)
         })
         .await?;
         let (d, db) = (dest.to_path_buf(), db_path);
         blocking(move || {
-            sitedb::quick_check(&db)?;
+            sitedb::check_restored(&db, made_by)?;
             for p in [db.as_path(), d.join("db").as_path(), d.as_path()] {
                 sync_path(p)?;
             }
@@ -635,14 +633,10 @@ impl LocalDriver {
         let backup = n.backup.to_string();
         let result = json!({"site": site.name.as_str(), "bench": site.bench.as_str(),
                             "db_name": db_name, "restored_from": backup});
-        let (d, j) = (dir.clone(), job.clone());
-        let existing = blocking(move || match std::fs::read_to_string(d.join(CREATED_BY)) {
-            Ok(by) => Ok(Some(by.trim() == j)),
-            Err(_) if d.exists() => Ok(Some(false)),
-            Err(_) => Ok(None),
-        })
-        .await
-        .map_err(|e| log.fail(e))?;
+        let (d, j) = (dir.clone(), ctx.job_id);
+        let existing = blocking(move || Ok(made_by(&d, j)))
+            .await
+            .map_err(|e| log.fail(e))?;
         match existing {
             Some(true) => {
                 log.line(format!(
@@ -680,7 +674,7 @@ impl LocalDriver {
             &manifest,
             &db_name,
             config,
-            Some(job.clone()),
+            Some(ctx.job_id),
             &backup,
         )
         .await

@@ -93,11 +93,11 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-/// Builds a new site database at `path` with the users Administrator and Guest and the app
-/// frappe, unseen until "New Site" moves its folder into place: no journal (a failed build is
-/// thrown away whole), synced once at the end, and marked WAL while that is one header write,
-/// so later steps open it as it stays instead of converting it.
-pub fn create(path: &Path, now: &str) -> rusqlite::Result<()> {
+/// Builds a new site database at `path` for job `job` with the users Administrator and Guest
+/// and the app frappe, unseen until "New Site" moves its folder into place: no journal (a
+/// failed build is thrown away whole), synced once at the end, and marked WAL while that is
+/// one header write, so later steps open it as it stays instead of converting it.
+pub fn create(path: &Path, now: &str, job: i64) -> rusqlite::Result<()> {
     let mut conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "OFF")?;
     conn.pragma_update(None, "synchronous", "OFF")?;
@@ -110,10 +110,38 @@ pub fn create(path: &Path, now: &str) -> rusqlite::Result<()> {
         )?;
     }
     install(&tx, "frappe", now)?;
+    mark_created(&tx, job)?;
     tx.commit()?;
     persist_wal(&conn)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.close().map_err(|(_, e)| e)
+}
+
+/// Where the job that built a site records itself, so that a step run again after a restart
+/// can tell its own finished work from a site that was there before.
+const CREATED_BY: (&str, &str) = ("Pressoir Agent", "created_by_job");
+
+/// Records `job` as the builder of the database behind `conn`.
+pub fn mark_created(conn: &Connection, job: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO tabSingles (doctype, field, value) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (doctype, field) DO UPDATE SET value = excluded.value",
+        (CREATED_BY.0, CREATED_BY.1, job.to_string()),
+    )?;
+    Ok(())
+}
+
+/// The job that built the database at `path`; `None` when it cannot be read or says none.
+pub fn created_by(path: &Path) -> Option<i64> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
+    conn.query_row(
+        "SELECT value FROM tabSingles WHERE doctype = ?1 AND field = ?2",
+        CREATED_BY,
+        |r| r.get::<_, String>(0),
+    )
+    .ok()?
+    .parse()
+    .ok()
 }
 
 /// Keeps the `-wal` and `-shm` files when the last connection closes (after its checkpoint)
@@ -199,13 +227,19 @@ pub fn copy_into(conn: &Connection, dest: &Path) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// SQLite's quick check of the database at `path`: `Ok` when it says "ok".
-pub fn quick_check(path: &Path) -> Result<(), String> {
+/// SQLite's quick check of the restored database at `path` (`Ok` when it says "ok"); then,
+/// for a new site built from it, records job `made_by` as its builder.
+pub fn check_restored(path: &Path, made_by: Option<i64>) -> Result<(), String> {
     let conn = open(path).map_err(|e| format!("the restored database cannot be read: {e}"))?;
     let r: rusqlite::Result<String> = conn.query_row("PRAGMA quick_check", [], |r| r.get(0));
     match r {
-        Ok(s) if s == "ok" => Ok(()),
-        Ok(s) => Err(format!("the restored database fails SQLite's check: {s}")),
-        Err(e) => Err(format!("the restored database cannot be read: {e}")),
+        Ok(s) if s == "ok" => {}
+        Ok(s) => return Err(format!("the restored database fails SQLite's check: {s}")),
+        Err(e) => return Err(format!("the restored database cannot be read: {e}")),
     }
+    if let Some(job) = made_by {
+        mark_created(&conn, job).map_err(|e| format!("cannot mark the restored database: {e}"))?;
+    }
+    conn.close()
+        .map_err(|(_, e)| format!("cannot close the restored database: {e}"))
 }
