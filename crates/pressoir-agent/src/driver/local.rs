@@ -168,6 +168,23 @@ fn made_by(dir: &Path, job: i64) -> Option<bool> {
     Some(sitedb::created_by(&db) == Some(job))
 }
 
+/// Before job `job` builds `site` in `dir`: `Ok(None)` when the folder is free, `Ok(Some(line))`
+/// when this job already built it (its step is run again after a restart: nothing to do),
+/// and the failure when another site is there.
+fn site_free(dir: &Path, site: &SiteRef, job: i64) -> Result<Option<String>, String> {
+    match made_by(dir, job) {
+        None => Ok(None),
+        Some(true) => Ok(Some(format!(
+            "site folder sites/{} was already created by this job",
+            site.name
+        ))),
+        Some(false) => Err(format!(
+            "site '{}' already exists on bench '{}'",
+            site.name, site.bench
+        )),
+    }
+}
+
 /// The database name of the site in `dir`: derived from its path, so a site made again on
 /// the same path (a resumed step) gets the same name.
 fn db_name_for(dir: &Path) -> String {
@@ -277,21 +294,9 @@ impl LocalDriver {
             let mut log = Log::default();
             let db_name = db_name_for(&dir);
             let result = json!({"site": site.name.as_str(), "bench": site.bench.as_str(), "db_name": db_name});
-            match made_by(&dir, ctx.job_id) {
-                Some(true) => {
-                    log.line(format!(
-                        "site folder sites/{} was already created by this job",
-                        site.name
-                    ));
-                    return log.done(Some(result));
-                }
-                Some(false) => {
-                    return Err(log.fail(format!(
-                        "site '{}' already exists on bench '{}'",
-                        site.name, site.bench
-                    )));
-                }
-                None => {}
+            if let Some(done) = site_free(&dir, &site, ctx.job_id).map_err(|e| log.fail(e))? {
+                log.line(done);
+                return log.done(Some(result));
             }
             let tmp = sites.join(format!(".new-{}.{}", site.name, job));
             let db_path = tmp.join("db").join(format!("{db_name}.db"));
@@ -762,11 +767,28 @@ mod tests {
         let dir = root.path().join("a.example.com");
         assert_eq!(made_by(&dir, 7), None, "no folder");
         std::fs::create_dir_all(dir.join("db")).unwrap();
-        assert_eq!(made_by(&dir, 7), Some(false), "a folder without our database");
+        assert_eq!(
+            made_by(&dir, 7),
+            Some(false),
+            "a folder without our database"
+        );
         let db = dir.join("db").join(format!("{}.db", db_name_for(&dir)));
         sitedb::create(&db, "2026-12-04T00:00:00.000Z", 7).unwrap();
         assert_eq!(made_by(&dir, 7), Some(true));
         assert_eq!(made_by(&dir, 8), Some(false), "another job's site");
+        let site = SiteRef {
+            bench: crate::names::BenchName::parse("bench-0001").unwrap(),
+            name: crate::names::SiteName::parse("a.example.com").unwrap(),
+        };
+        assert!(
+            site_free(&dir, &site, 7).unwrap().is_some(),
+            "its own: done"
+        );
+        assert!(
+            site_free(&dir, &site, 8)
+                .unwrap_err()
+                .contains("already exists")
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! or undoes the swap.
 
 use super::{
-    LocalDriver, Log, blocking, config_bytes, db_name_for, io_err, made_by, read_config, sitedb,
+    LocalDriver, Log, blocking, config_bytes, db_name_for, io_err, read_config, site_free, sitedb,
 };
 use crate::backup::{
     DATABASE_FILE, FILES_FILE, FORMAT, FileEntry, HashWriter, MANIFEST_FILE, Manifest, Offsite,
@@ -633,26 +633,14 @@ impl LocalDriver {
         let backup = n.backup.to_string();
         let result = json!({"site": site.name.as_str(), "bench": site.bench.as_str(),
                             "db_name": db_name, "restored_from": backup});
-        let (d, j) = (dir.clone(), ctx.job_id);
-        let existing = blocking(move || Ok(made_by(&d, j)))
+        let (d, s, j) = (dir.clone(), site.clone(), ctx.job_id);
+        let done = blocking(move || site_free(&d, &s, j))
             .await
             .map_err(|e| log.fail(e))?;
-        match existing {
-            Some(true) => {
-                log.line(format!(
-                    "site folder sites/{} was already created by this job",
-                    site.name
-                ));
-                self.clean_work(ctx.job_id).await;
-                return log.done(Some(result));
-            }
-            Some(false) => {
-                return Err(log.fail(format!(
-                    "site '{}' already exists on bench '{}'",
-                    site.name, site.bench
-                )));
-            }
-            None => {}
+        if let Some(done) = done {
+            log.line(done);
+            self.clean_work(ctx.job_id).await;
+            return log.done(Some(result));
         }
         let work = self.work_dir(ctx);
         let w = work.clone();
