@@ -11,6 +11,16 @@ const SECRET: &str = "agent-s3-secret-0123456789";
 const READER: &str = "reader";
 const READER_SECRET: &str = "reader-s3-secret-0123456789";
 
+/// The agent's offsite storage: bucket `backups` on the S3 endpoint at `url`.
+fn storage(url: &str) -> Option<pressoir_agent::StorageConfig> {
+    Some(pressoir_agent::StorageConfig::new(
+        url.to_string(),
+        "backups",
+        KEY,
+        Secret::new(SECRET),
+    ))
+}
+
 async fn start_s3() -> (String, tempfile::TempDir, Shutdown) {
     let dir = tempfile::tempdir().unwrap();
     let mut c = pressoir_objects::Config::new(
@@ -43,12 +53,7 @@ async fn start_s3() -> (String, tempfile::TempDir, Shutdown) {
 async fn a_site_is_backed_up_listed_and_restored() {
     let (url, _dir, sd) = start_s3().await;
     let opts = Opts {
-        agent_storage: Some(pressoir_agent::StorageConfig::new(
-            url,
-            "backups",
-            KEY,
-            Secret::new(SECRET),
-        )),
+        agent_storage: storage(&url),
         ..Opts::default()
     };
     for backend in backends() {
@@ -205,12 +210,7 @@ async fn a_site_is_backed_up_listed_and_restored() {
 async fn a_plan_backup_policy_backs_its_sites_up() {
     let (url, _dir, sd) = start_s3().await;
     let opts = Opts {
-        agent_storage: Some(pressoir_agent::StorageConfig::new(
-            url,
-            "backups",
-            KEY,
-            Secret::new(SECRET),
-        )),
+        agent_storage: storage(&url),
         backup_policies: vec![pressoir_press::backup_policy::BackupPolicy {
             plan: "Starter".into(),
             every: std::time::Duration::from_secs(3600),
@@ -317,12 +317,7 @@ async fn wait_success(c: &Client, body: &serde_json::Value) -> serde_json::Value
 async fn a_new_site_is_made_from_a_backup_of_an_archived_site() {
     let (url, _dir, sd) = start_s3().await;
     let opts = Opts {
-        agent_storage: Some(pressoir_agent::StorageConfig::new(
-            url,
-            "backups",
-            KEY,
-            Secret::new(SECRET),
-        )),
+        agent_storage: storage(&url),
         ..Opts::default()
     };
     for backend in backends() {
@@ -478,12 +473,7 @@ async fn scheduled_backups_beyond_keep_are_deleted_oldest_first() {
         }]
     };
     let opts = Opts {
-        agent_storage: Some(pressoir_agent::StorageConfig::new(
-            url.clone(),
-            "backups",
-            KEY,
-            Secret::new(SECRET),
-        )),
+        agent_storage: storage(&url),
         ..Opts::default()
     };
     for backend in backends() {
@@ -602,12 +592,7 @@ async fn a_backup_is_never_both_restored_and_deleted() {
     use pressoir_press::backup_policy::queue_deletion;
     let (url, _dir, sd) = start_s3().await;
     let opts = Opts {
-        agent_storage: Some(pressoir_agent::StorageConfig::new(
-            url,
-            "backups",
-            KEY,
-            Secret::new(SECRET),
-        )),
+        agent_storage: storage(&url),
         ..Opts::default()
     };
     for backend in backends() {
