@@ -4,12 +4,15 @@
 use axum::Router;
 use axum::extract::Request;
 use axum::serve::ListenerExt;
+use http::HeaderValue;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::trace::TraceLayer;
 
 /// How long in-flight requests may take to finish once shutdown has begun.
@@ -66,6 +69,20 @@ async fn wait_for_signal() {
     }
 }
 
+/// Random (v4) UUIDs as request ids, from `rand`'s thread-local CSPRNG (seeded by the OS):
+/// tower-http's `MakeRequestUuid` calls `Uuid::new_v4`, a getrandom system call per request.
+#[derive(Clone, Copy)]
+struct MakeRequestV4;
+
+impl MakeRequestId for MakeRequestV4 {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+        let mut buf = uuid::Uuid::encode_buffer();
+        let id = HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf)).ok()?;
+        Some(RequestId::new(id))
+    }
+}
+
 /// Adds request ids (`x-request-id`, kept when the client sends one) and a span per request.
 pub fn with_http_layers(router: Router) -> Router {
     router
@@ -80,7 +97,7 @@ pub fn with_http_layers(router: Router) -> Router {
                 tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
             }),
         )
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestV4))
 }
 
 /// Serves `router` on `listener` until `shutdown` fires, then drains for at most [`DRAIN`].
