@@ -57,6 +57,8 @@ pub struct SigningKey {
     pub kid: String,
     pub alg: Alg,
     pair: Pair,
+    /// The base64url JWS header `{alg, typ: JWT, kid}`, the same for every token: encoded once.
+    header_b64: String,
     /// The JWK of the public half, computed once.
     jwk: Value,
     /// Base64 SPKI DER of the public half (Keycloak's `public_key`).
@@ -162,6 +164,7 @@ impl SigningKey {
             }
         };
         Ok(SigningKey {
+            header_b64: header_b64(alg.as_str(), &kid),
             kid,
             alg,
             pair,
@@ -203,8 +206,7 @@ impl SigningKey {
 
     /// A compact JWS of `claims` with header `{alg, typ: JWT, kid}`.
     pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String, Error> {
-        let header = json!({"alg": self.alg.as_str(), "typ": "JWT", "kid": self.kid});
-        sign_compact(&header, claims, |m| self.sign_raw(m))
+        sign_compact(&self.header_b64, claims, |m| self.sign_raw(m))
     }
 
     fn verify_raw(&self, msg: &[u8], sig: &[u8]) -> bool {
@@ -236,15 +238,26 @@ fn kid_of(alg: Alg, der: &[u8]) -> String {
     format!("{}-{}", alg.as_str().to_ascii_lowercase(), b64u(&d[..15]))
 }
 
+/// The base64url of a JWS header `{alg, typ: JWT, kid}`.
+fn header_b64(alg: &str, kid: &str) -> String {
+    b64u(
+        json!({"alg": alg, "typ": "JWT", "kid": kid})
+            .to_string()
+            .as_bytes(),
+    )
+}
+
 fn sign_compact<T: Serialize>(
-    header: &Value,
+    header_b64: &str,
     claims: &T,
     sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, Error>,
 ) -> Result<String, Error> {
-    let h = serde_json::to_vec(header).map_err(|_| crypto_err("header"))?;
-    let c = serde_json::to_vec(claims).map_err(|_| crypto_err("claims"))?;
-    let mut out = String::with_capacity(h.len() * 2 + c.len() * 2 + 400);
-    URL_SAFE_NO_PAD.encode_string(&h, &mut out);
+    // Access tokens' claims run to about a kilobyte: sized once rather than grown by doubling.
+    let mut c = Vec::with_capacity(1024);
+    serde_json::to_writer(&mut c, claims).map_err(|_| crypto_err("claims"))?;
+    // Room for the header, the claims and an RSA-4096 signature, in base64.
+    let mut out = String::with_capacity(header_b64.len() + c.len() * 4 / 3 + 700);
+    out.push_str(header_b64);
     out.push('.');
     URL_SAFE_NO_PAD.encode_string(&c, &mut out);
     let sig = sign(out.as_bytes())?;
@@ -257,20 +270,21 @@ fn sign_compact<T: Serialize>(
 #[derive(Clone)]
 pub struct HmacKey {
     pub kid: String,
+    header_b64: String,
     key: aws_lc_rs::hmac::Key,
 }
 
 impl HmacKey {
     pub fn new(kid: String, secret: &[u8]) -> HmacKey {
         HmacKey {
+            header_b64: header_b64("HS256", &kid),
             kid,
             key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret),
         }
     }
 
     pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String, Error> {
-        let header = json!({"alg": "HS256", "typ": "JWT", "kid": self.kid});
-        sign_compact(&header, claims, |m| {
+        sign_compact(&self.header_b64, claims, |m| {
             Ok(aws_lc_rs::hmac::sign(&self.key, m).as_ref().to_vec())
         })
     }
