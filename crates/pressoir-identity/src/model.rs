@@ -7,6 +7,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 
 #[derive(Debug, Clone)]
 pub struct Realm {
@@ -76,14 +77,6 @@ impl Client {
             audience: Vec::new(),
             alg: Alg::RS256,
             enabled: true,
-        }
-    }
-
-    pub fn audience(&self) -> Vec<String> {
-        if self.audience.is_empty() {
-            vec![self.client_id.clone()]
-        } else {
-            self.audience.clone()
         }
     }
 
@@ -163,6 +156,12 @@ impl Session {
     }
 }
 
+/// A fresh random (v4) UUID for a token's `jti`, from `rand`'s thread-local CSPRNG (seeded by
+/// the OS): `Uuid::new_v4` asks the kernel for each one, a system call per token.
+pub fn token_id() -> uuid::Uuid {
+    uuid::Builder::from_random_bytes(rand::random()).into_uuid()
+}
+
 /// Default realm roles every Keycloak user has.
 pub fn default_roles(realm: &str) -> Vec<String> {
     vec![
@@ -240,69 +239,128 @@ pub struct Subject<'a> {
 
 /// The identity claims a scope releases: `profile` gives the names and username, `email` the
 /// address. Service accounts always carry their username and client id, as in Keycloak.
-pub fn profile_claims(s: &Subject<'_>, out: &mut Map<String, Value>) {
-    let u = s.user;
-    out.insert("sub".into(), json!(u.id));
-    if has_scope(s.scope, "profile") || u.service_account_client.is_some() {
-        out.insert("preferred_username".into(), json!(u.username));
-        let name = match (&u.first_name, &u.last_name) {
-            (Some(f), Some(l)) => Some(format!("{f} {l}")),
-            (Some(f), None) => Some(f.clone()),
-            (None, Some(l)) => Some(l.clone()),
-            (None, None) => None,
+#[derive(Serialize)]
+pub struct Profile<'a> {
+    sub: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    preferred_username: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    given_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    family_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email_verified: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<&'a str>,
+}
+
+impl<'a> Profile<'a> {
+    pub fn of(s: &Subject<'a>) -> Profile<'a> {
+        let u = s.user;
+        let mut p = Profile {
+            sub: &u.id,
+            preferred_username: None,
+            name: None,
+            given_name: None,
+            family_name: None,
+            email_verified: None,
+            email: None,
+            client_id: u.service_account_client.as_deref(),
         };
-        if let Some(n) = name {
-            out.insert("name".into(), json!(n));
+        if has_scope(s.scope, "profile") || u.service_account_client.is_some() {
+            p.preferred_username = Some(&u.username);
+            p.name = match (&u.first_name, &u.last_name) {
+                (Some(f), Some(l)) => Some(Cow::Owned(format!("{f} {l}"))),
+                (Some(n), None) | (None, Some(n)) => Some(Cow::Borrowed(n)),
+                (None, None) => None,
+            };
+            p.given_name = u.first_name.as_deref();
+            p.family_name = u.last_name.as_deref();
         }
-        if let Some(f) = &u.first_name {
-            out.insert("given_name".into(), json!(f));
+        if has_scope(s.scope, "email") {
+            p.email_verified = Some(u.email_verified);
+            p.email = u.email.as_deref();
         }
-        if let Some(l) = &u.last_name {
-            out.insert("family_name".into(), json!(l));
-        }
-    }
-    if has_scope(s.scope, "email") {
-        out.insert("email_verified".into(), json!(u.email_verified));
-        if let Some(e) = &u.email {
-            out.insert("email".into(), json!(e));
-        }
-    }
-    if let Some(c) = &u.service_account_client {
-        out.insert("client_id".into(), json!(c));
+        p
     }
 }
 
-/// The access token's claims, in Keycloak's shape.
-pub fn access_claims(s: &Subject<'_>, issuer: &str, iat: i64, exp: i64, jti: &str) -> Value {
-    let mut m = Map::new();
-    m.insert("exp".into(), json!(exp));
-    m.insert("iat".into(), json!(iat));
-    m.insert("jti".into(), json!(jti));
-    m.insert("iss".into(), json!(issuer));
-    let aud = s.client.audience();
-    m.insert(
-        "aud".into(),
-        if aud.len() == 1 {
-            json!(aud[0])
-        } else {
-            json!(aud)
-        },
-    );
-    m.insert("typ".into(), json!("Bearer"));
-    m.insert("azp".into(), json!(s.client.client_id));
-    if let Some(sid) = s.session_id {
-        m.insert("sid".into(), json!(sid));
+/// The profile claims of `s`, added to `out` (for ID tokens and userinfo).
+pub fn profile_claims(s: &Subject<'_>, out: &mut Map<String, Value>) {
+    if let Ok(Value::Object(m)) = serde_json::to_value(Profile::of(s)) {
+        out.extend(m);
     }
-    let mut roles = default_roles(&s.client.realm);
+}
+
+/// The access token's claims, in Keycloak's shape. A struct of borrowed fields rather than a
+/// `Value` tree: the token endpoint builds one per grant, and the tree took dozens of
+/// allocations (every key and value copied) to be serialized once and dropped.
+#[derive(Serialize)]
+pub struct AccessClaims<'a> {
+    exp: i64,
+    iat: i64,
+    jti: &'a str,
+    iss: &'a str,
+    aud: Audience<'a>,
+    typ: &'static str,
+    azp: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sid: Option<&'a str>,
+    realm_access: RealmAccess,
+    scope: &'a str,
+    #[serde(flatten)]
+    profile: Profile<'a>,
+}
+
+/// `aud`: a string when there is one audience, as Keycloak writes it, else an array.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Audience<'a> {
+    One(&'a str),
+    Many(&'a [String]),
+}
+
+#[derive(Serialize)]
+struct RealmAccess {
+    roles: Vec<String>,
+}
+
+pub fn access_claims<'a>(
+    s: &Subject<'a>,
+    issuer: &'a str,
+    iat: i64,
+    exp: i64,
+    jti: &'a str,
+) -> AccessClaims<'a> {
+    let c = s.client;
+    let aud = match c.audience.as_slice() {
+        [] => Audience::One(&c.client_id),
+        [one] => Audience::One(one),
+        many => Audience::Many(many),
+    };
+    let mut roles = default_roles(&c.realm);
     for r in &s.user.roles {
         if !roles.contains(r) {
             roles.push(r.clone());
         }
     }
-    m.insert("realm_access".into(), json!({ "roles": roles }));
-    m.insert("scope".into(), json!(s.scope));
-    profile_claims(s, &mut m);
-    Value::Object(m)
+    AccessClaims {
+        exp,
+        iat,
+        jti,
+        iss: issuer,
+        aud,
+        typ: "Bearer",
+        azp: &c.client_id,
+        sid: s.session_id,
+        realm_access: RealmAccess { roles },
+        scope: s.scope,
+        profile: Profile::of(s),
+    }
 }
 
 /// The ID token's claims (OIDC Core §2), with `at_hash` binding it to its access token.
@@ -320,7 +378,7 @@ pub fn id_claims(
     m.insert("exp".into(), json!(exp));
     m.insert("iat".into(), json!(iat));
     m.insert("auth_time".into(), json!(auth_time));
-    m.insert("jti".into(), json!(uuid::Uuid::new_v4().to_string()));
+    m.insert("jti".into(), json!(token_id().to_string()));
     m.insert("iss".into(), json!(issuer));
     m.insert("aud".into(), json!(s.client.client_id));
     m.insert("typ".into(), json!("ID"));
@@ -361,6 +419,10 @@ pub struct TokenResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn claims(s: &Subject<'_>, issuer: &str, iat: i64, exp: i64, jti: &str) -> Value {
+        serde_json::to_value(access_claims(s, issuer, iat, exp, jti)).unwrap()
+    }
 
     fn press() -> Client {
         let mut c = Client::new("frappe-cloud", "press");
@@ -424,7 +486,7 @@ mod tests {
             scope: "openid profile email",
             session_id: None,
         };
-        let t = access_claims(&s, "http://i/realms/frappe-cloud", 10, 310, "j");
+        let t = claims(&s, "http://i/realms/frappe-cloud", 10, 310, "j");
         assert_eq!(t["preferred_username"], "service-account-press");
         assert_eq!(t["client_id"], "press");
         assert_eq!(t["azp"], "press");
@@ -473,13 +535,13 @@ mod tests {
             scope: "openid",
             session_id: Some("s"),
         };
-        let t = access_claims(&s, "i", 0, 1, "j");
+        let t = claims(&s, "i", 0, 1, "j");
         assert!(t.get("email").is_none() && t.get("preferred_username").is_none());
         let s = Subject {
             scope: "openid profile email",
             ..s
         };
-        let t = access_claims(&s, "i", 0, 1, "j");
+        let t = claims(&s, "i", 0, 1, "j");
         assert_eq!(t["email"], "ada@example.com");
         assert_eq!(t["preferred_username"], "ada");
         assert_eq!(t["name"], "Ada");

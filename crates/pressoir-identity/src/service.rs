@@ -367,8 +367,9 @@ impl Service {
             session_id: session.map(|s| s.id.as_str()),
         };
         let key = self.signer(view, client)?;
-        let jti = uuid::Uuid::new_v4().to_string();
-        let claims = model::access_claims(&subject, &view.issuer, now_s, now_s + life, &jti);
+        let mut jti = uuid::Uuid::encode_buffer();
+        let jti = model::token_id().hyphenated().encode_lower(&mut jti);
+        let claims = model::access_claims(&subject, &view.issuer, now_s, now_s + life, jti);
         let access_token = key.sign(&claims)?;
         let id_token = if want_id {
             let auth_time = session.map(|s| s.auth_time_s).unwrap_or(now_s);
@@ -388,7 +389,7 @@ impl Service {
         let (refresh_token, refresh_expires_in) = match session {
             Some(s) => {
                 let exp = s.refresh_expiry_s(&view.realm, now_s);
-                let rjti = uuid::Uuid::new_v4().to_string();
+                let rjti = model::token_id().to_string();
                 self.store.insert_refresh(&rjti, &s.id, exp * 1000).await?;
                 let c = json!({
                     "exp": exp, "iat": now_s, "jti": rjti, "iss": view.issuer, "aud": view.issuer,
