@@ -2,6 +2,7 @@
 //! parse the request, call the service and shape the answer; they know no SQL.
 
 use crate::login;
+use crate::model::TokenResponse;
 use crate::oauth::{Code, OAuthError, realm_not_found};
 use crate::service::{ClientCreds, Peer, RealmView, Service};
 use axum::Router;
@@ -41,14 +42,13 @@ pub struct Form(pub HashMap<String, String>);
 
 impl Form {
     pub fn parse(body: &[u8]) -> Result<Form, OAuthError> {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
-            .map_err(|_| OAuthError::invalid_request("Malformed form body"))?;
+        // Decoding is lossy (invalid UTF-8 becomes U+FFFD), so any body parses.
         let mut map = HashMap::new();
-        for (k, v) in pairs {
+        for (k, v) in url::form_urlencoded::parse(body) {
             if v.is_empty() {
                 continue;
             }
-            if map.insert(k, v).is_some() {
+            if map.insert(k.into_owned(), v.into_owned()).is_some() {
                 return Err(OAuthError::invalid_request("duplicated parameter"));
             }
         }
@@ -293,8 +293,32 @@ async fn token(
     }
     .await;
     match r {
-        Ok(t) => no_store(Json(t).into_response()),
+        Ok(t) => no_store(token_json(&t)),
         Err(e) => e.into_response(),
+    }
+}
+
+/// The token response as JSON, written into a buffer sized for its tokens at once (axum's
+/// `Json` starts at 128 bytes and doubles, copying a kilobyte-long token several times).
+fn token_json(t: &TokenResponse) -> Response {
+    let tokens = [&t.refresh_token, &t.id_token]
+        .into_iter()
+        .flatten()
+        .map(String::len)
+        .sum::<usize>();
+    let mut body = Vec::with_capacity(t.access_token.len() + tokens + t.scope.len() + 256);
+    match serde_json::to_writer(&mut body, t) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => {
+            OAuthError::from(crate::Error::Invalid(format!("token response: {e}"))).into_response()
+        }
     }
 }
 
