@@ -1,15 +1,18 @@
 //! Serving a router on a listener it is given: TCP nodelay, client addresses for the rate
 //! limiter, request ids and one tracing span per request, and a graceful drain on shutdown.
 
-use axum::Router;
 use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
 use axum::serve::ListenerExt;
+use axum::{Router, ServiceExt};
 use http::HeaderValue;
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::{Service, ServiceBuilder};
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
@@ -84,9 +87,15 @@ impl MakeRequestId for MakeRequestV4 {
 }
 
 /// Adds request ids (`x-request-id`, kept when the client sends one) and a span per request.
-pub fn with_http_layers(router: Router) -> Router {
-    router
-        .layer(PropagateRequestIdLayer::x_request_id())
+/// The layers wrap the router as a whole: `Router::layer` would box them into every route,
+/// and clone that box for each request.
+fn with_http_layers(
+    router: Router,
+) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send> + Clone + Send {
+    ServiceBuilder::new()
+        // Back to axum's body type, which `axum::serve` wants, from the trace layer's.
+        .map_response(IntoResponse::into_response)
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestV4))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request| {
                 let id = req
@@ -97,7 +106,8 @@ pub fn with_http_layers(router: Router) -> Router {
                 tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
             }),
         )
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestV4))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .service(router)
 }
 
 /// Serves `router` on `listener` until `shutdown` fires, then drains for at most [`DRAIN`].
