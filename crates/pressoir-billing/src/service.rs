@@ -1022,7 +1022,12 @@ impl App {
                 }
             }
             None => {
-                let at = subscription_at.unwrap_or_else(now_s);
+                // A new subscription starts on a whole second, because clients (Press,
+                // `lago-python-client`) send event timestamps in Unix seconds, and an event
+                // stamped in the second a subscription started belongs to it. The second is
+                // that of `now`, which decides `active`: another read of the clock could fall
+                // in the next second and leave the subscription pending.
+                let at = subscription_at.unwrap_or(now / 1000 * 1000);
                 let active = at <= now;
                 let s = SubRow {
                     lago_id: new_id(),
@@ -1775,13 +1780,6 @@ pub fn check_seed(code: &str, currency: &str) -> bool {
 /// The plan a subscription points at, deleted or not (for the invoice module).
 pub async fn plan_by_id_pub(app: &App, c: &mut Conn, id: &str) -> Result<Plan, Error> {
     app.plan_by_id(c, id).await
-}
-
-/// Now, in whole seconds: a new subscription starts on a second, because clients (Press,
-/// `lago-python-client`) send event timestamps in Unix seconds, and an event stamped in the
-/// second a subscription started belongs to it.
-pub fn now_s() -> i64 {
-    now_ms() / 1000 * 1000
 }
 
 /// Whether [`App::bill`] would change anything for this subscription at `now`.
