@@ -635,28 +635,23 @@ async fn a_backup_is_never_both_restored_and_deleted() {
         // A deletion recorded first: a restore or a new site from that backup is refused.
         let deletion = queue_deletion(&store, &row, &names[2]).await.unwrap();
         assert!(queue_deletion(&store, &row, &names[2]).await.is_err());
-        let (s, body) = admin
-            .post(
-                "press.api.site.restore",
-                json!({"name": site, "backup": names[2]}),
-            )
-            .await;
+        let [restore_answer, new_answer] = uses_answered(&admin, &site, &names[2]).await;
         assert_eq!(
-            (s, body["exc_type"].as_str()),
-            (400, Some("ValidationError")),
-            "{body}"
+            restore_answer.0,
+            (400, "ValidationError".into()),
+            "{}",
+            restore_answer.1
         );
-        assert!(server_message(&body).contains("being deleted"), "{body}");
-        let (s, body) = admin
-            .post(
-                "press.api.site.new",
-                json!({"site": {"name": "latecopy", "plan": "Starter", "backup": names[2]}}),
-            )
-            .await;
+        assert!(
+            server_message(&restore_answer.1).contains("being deleted"),
+            "{}",
+            restore_answer.1
+        );
         assert_eq!(
-            (s, body["exc_type"].as_str()),
-            (400, Some("ValidationError")),
-            "{body}"
+            new_answer.0,
+            (400, "ValidationError".into()),
+            "{}",
+            new_answer.1
         );
 
         // Both at once: of a restore and a deletion of the same backup, exactly one is taken.
@@ -678,28 +673,9 @@ async fn a_backup_is_never_both_restored_and_deleted() {
         assert_eq!(job["status"], "Success", "{job}");
         let job = admin.wait_job(&deletion, 30).await;
         assert_eq!(job["status"], "Success", "{job}");
-        let (s, body) = admin
-            .post(
-                "press.api.site.restore",
-                json!({"name": site, "backup": names[2]}),
-            )
-            .await;
-        assert_eq!(
-            (s, body["exc_type"].as_str()),
-            (404, Some("DoesNotExistError")),
-            "{body}"
-        );
-        let (s, body) = admin
-            .post(
-                "press.api.site.new",
-                json!({"site": {"name": "latecopy", "plan": "Starter", "backup": names[2]}}),
-            )
-            .await;
-        assert_eq!(
-            (s, body["exc_type"].as_str()),
-            (404, Some("DoesNotExistError")),
-            "{body}"
-        );
+        for (answer, body) in uses_answered(&admin, &site, &names[2]).await {
+            assert_eq!(answer, (404, "DoesNotExistError".into()), "{body}");
+        }
         // The restore done, its backup may be deleted.
         queue_deletion(&store, &row, &names[0]).await.unwrap();
         store.db.pool.close().await;
@@ -843,4 +819,30 @@ async fn a_failed_backup_deletion_is_retried_with_a_backoff_that_survives_a_rest
         cloud.shutdown().await;
     }
     sd.trigger();
+}
+
+/// How Press answers a restore of `backup` onto `site` and a new site made from it: each
+/// answer's (status, `exc_type`), and its body.
+async fn uses_answered(
+    admin: &Client,
+    site: &str,
+    backup: &str,
+) -> [((u16, String), serde_json::Value); 2] {
+    let answer = |(s, body): (u16, serde_json::Value)| {
+        let exc = body["exc_type"].as_str().unwrap_or("").to_string();
+        ((s, exc), body)
+    };
+    let restore = admin
+        .post(
+            "press.api.site.restore",
+            json!({"name": site, "backup": backup}),
+        )
+        .await;
+    let new_site = admin
+        .post(
+            "press.api.site.new",
+            json!({"site": {"name": "latecopy", "plan": "Starter", "backup": backup}}),
+        )
+        .await;
+    [answer(restore), answer(new_site)]
 }
