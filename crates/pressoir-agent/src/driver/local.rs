@@ -164,7 +164,7 @@ fn made_by(dir: &Path, job: i64) -> Option<bool> {
     if !dir.exists() {
         return None;
     }
-    let db = dir.join("db").join(format!("{}.db", db_name_for(dir)));
+    let db = db_file(dir, &db_name_for(dir));
     Some(sitedb::created_by(&db) == Some(job))
 }
 
@@ -183,6 +183,11 @@ fn site_free(dir: &Path, site: &SiteRef, job: i64) -> Result<Option<String>, Str
             site.name, site.bench
         )),
     }
+}
+
+/// Where the site in `dir` keeps its database `db_name`.
+fn db_file(dir: &Path, db_name: &str) -> PathBuf {
+    dir.join("db").join(format!("{db_name}.db"))
 }
 
 /// The database name of the site in `dir`: derived from its path, so a site made again on
@@ -276,7 +281,7 @@ impl LocalDriver {
                 .get("db_name")
                 .and_then(Value::as_str)
                 .ok_or("site_config.json has no db_name")?;
-            let path = dir.join("db").join(format!("{db_name}.db"));
+            let path = db_file(&dir, db_name);
             if !path.exists() {
                 dbs.close_under(&path);
                 return Err(format!("the database of site '{}' is missing", site.name));
@@ -299,7 +304,7 @@ impl LocalDriver {
                 return log.done(Some(result));
             }
             let tmp = sites.join(format!(".new-{}.{}", site.name, job));
-            let db_path = tmp.join("db").join(format!("{db_name}.db"));
+            let db_path = db_file(&tmp, &db_name);
             let db_password = Secret::generate(16);
             let mut config = Map::new();
             config.insert("db_name".into(), json!(db_name));
@@ -772,7 +777,7 @@ mod tests {
             Some(false),
             "a folder without our database"
         );
-        let db = dir.join("db").join(format!("{}.db", db_name_for(&dir)));
+        let db = db_file(&dir, &db_name_for(&dir));
         sitedb::create(&db, "2026-12-04T00:00:00.000Z", 7).unwrap();
         assert_eq!(made_by(&dir, 7), Some(true));
         assert_eq!(made_by(&dir, 8), Some(false), "another job's site");

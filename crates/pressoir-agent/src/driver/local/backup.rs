@@ -490,7 +490,7 @@ impl LocalDriver {
             manifest.clone(),
             backup.to_string(),
         );
-        let db_path = dest.join("db").join(format!("{db_name}.db"));
+        let db_path = super::db_file(dest, db_name);
         let db = db_path.clone();
         let count = blocking(move || {
             verify_local(&w, &m, &b)?;

@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS "tabSingles" (
 const CACHED: usize = 16;
 
 /// Open site databases, most recently used last. Blocking: use from blocking threads only,
-/// since taking a connection out may close another (a checkpoint: I/O and fsyncs).
+/// since putting a connection back may close the oldest (a checkpoint: I/O and fsyncs).
 #[derive(Default)]
 pub struct SiteDbs(Mutex<VecDeque<(PathBuf, Connection)>>);
 
