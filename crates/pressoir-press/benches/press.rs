@@ -134,32 +134,7 @@ async fn start_with(
         .unwrap();
     assert_eq!(login["message"], "Logged In");
     // An API key for the Administrator (a fresh login gives the session that creates it).
-    let resp = http
-        .post(format!(
-            "http://{addr}/api/method/frappe.auth.get_logged_user"
-        ))
-        .json(&json!({"usr": "Administrator", "pwd": ADMIN_PW}))
-        .send()
-        .await
-        .unwrap();
-    let sid: Value = resp.json().await.unwrap();
-    let sid = sid["sid"].as_str().unwrap().to_string();
-    let keys: Value = http
-        .post(format!(
-            "http://{addr}/api/method/press.api.account.create_api_secret"
-        ))
-        .header("Cookie", format!("sid={sid}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = format!(
-        "token {}:{}",
-        keys["message"]["api_key"].as_str().unwrap(),
-        keys["message"]["api_secret"].as_str().unwrap()
-    );
+    let token = pressoir_bench::press::api_key(&http, addr, "Administrator", ADMIN_PW).await;
     Press {
         addr,
         http,

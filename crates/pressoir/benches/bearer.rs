@@ -15,7 +15,7 @@ mod oidc;
 use pressoir_bench::hello;
 use pressoir_bench::load::{self, Spec, Stop};
 use pressoir_core::{RateSpec, Secret, Shutdown};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -160,33 +160,7 @@ async fn bench() {
         .unwrap();
     let bearer = format!("Bearer {}", t["access_token"].as_str().expect("a token"));
     // An API key of the same user.
-    let login: Value = http
-        .post(format!(
-            "http://{press}/api/method/frappe.auth.get_logged_user"
-        ))
-        .json(&json!({"usr": "Administrator", "pwd": ADMIN_PW}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let keys: Value = http
-        .post(format!(
-            "http://{press}/api/method/press.api.account.create_api_secret"
-        ))
-        .header("Cookie", format!("sid={}", login["sid"].as_str().unwrap()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key = format!(
-        "token {}:{}",
-        keys["message"]["api_key"].as_str().unwrap(),
-        keys["message"]["api_secret"].as_str().unwrap()
-    );
+    let key = pressoir_bench::press::api_key(&http, press, "Administrator", ADMIN_PW).await;
 
     println!("== press.api.account.me over 64 keep-alive connections, Press on SQLite");
     let b = measure("Bearer (RS256, identity's token)", press, pid, &bearer).await;
