@@ -311,15 +311,40 @@ async fn sites_figure(client: &reqwest::Client, base: &str, auth: &str) {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1) as u32;
-    let agent = pressoir_agent::driver::local::password_params();
-    for (label, params) in [
-        ("  argon2id as the agent (m=7 MiB, t=5)", agent),
+    use pressoir_agent::driver::local::{password_hasher, password_hasher_with};
+    const PW: &[u8] = b"bench-admin-password";
+    const SALT: &[u8] = b"bench-salt-16byt";
+    let argon2_rust = |mut hasher: argon2_rust::Hasher| {
+        move || {
+            let mut out = [0u8; 32];
+            let _ = hasher.hash_into(PW, SALT, &mut out);
+        }
+    };
+    let rustcrypto = || {
+        let params = argon2::Params::new(7 * 1024, 5, 1, None).expect("valid parameters");
+        let mut memory = vec![argon2::Block::default(); params.block_count()];
+        let argon =
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        move || {
+            let mut out = [0u8; 32];
+            let _ = argon.hash_password_into_with_memory(PW, SALT, &mut out, &mut memory[..]);
+        }
+    };
+    let figures = [
+        (
+            "  argon2id as the agent (m=7 MiB, t=5)",
+            hash_cpu(|| argon2_rust(password_hasher()), cores).await,
+        ),
+        (
+            "  the same with the RustCrypto argon2 crate",
+            hash_cpu(rustcrypto, cores).await,
+        ),
         (
             "  argon2id m=19 MiB, t=2 (for comparison)",
-            argon2::Params::default(),
+            hash_cpu(|| argon2_rust(password_hasher_with(19 * 1024, 2)), cores).await,
         ),
-    ] {
-        let per_hash = hash_cpu(params, cores).await;
+    ];
+    for (label, per_hash) in figures {
         println!(
             "{label:<44} {} of CPU per hash with {cores} hashing at once: 1,000 sites cost {:.1} s of CPU for hashing alone ({:.1} s on {cores} idle cores)",
             ms(per_hash),
@@ -329,29 +354,18 @@ async fn sites_figure(client: &reqwest::Client, base: &str, auth: &str) {
     }
 }
 
-/// CPU time per argon2id hash with `params`, `threads` hashing at once (each in its own
-/// reused memory, as the agent hashes).
-async fn hash_cpu(params: argon2::Params, threads: u32) -> Duration {
+/// CPU time per hash of the closures `make` returns, `threads` of them hashing at once (each
+/// with its own memory, as the agent hashes).
+async fn hash_cpu<H: FnMut() + Send + 'static>(make: impl Fn() -> H, threads: u32) -> Duration {
     const N: u32 = 20;
     let tasks: Vec<_> = (0..threads)
         .map(|_| {
-            let params = params.clone();
+            let mut hash = make();
             tokio::task::spawn_blocking(move || {
-                let mut memory = vec![argon2::Block::default(); params.block_count()];
-                let mut out = [0u8; 32];
-                let argon = argon2::Argon2::new(
-                    argon2::Algorithm::Argon2id,
-                    argon2::Version::V0x13,
-                    params,
-                );
+                hash();
                 let c = thread_cpu();
                 for _ in 0..N {
-                    let _ = argon.hash_password_into_with_memory(
-                        b"bench-admin-password",
-                        b"bench-salt-16byt",
-                        &mut out,
-                        &mut memory[..],
-                    );
+                    hash();
                 }
                 thread_cpu().saturating_sub(c)
             })
