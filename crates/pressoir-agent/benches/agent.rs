@@ -5,7 +5,7 @@
 //! over 64 keep-alive connections beside the hello-world figure, job submissions/s,
 //! submission-to-Success latency of "Ping Job", and how long 1,000 "New Site" jobs take.
 //! `BENCH_SECS` sets the length of each load run (default 5), `BENCH_WORKERS` the agent's
-//! workers (default: the agent's own default), `BENCH_ONLY=sites` runs the 1,000 sites alone.
+//! workers (default: the agent's own default), `BENCH_ONLY=sites` runs the 1,000 sites alone, `BENCH_ONLY=latency` the Ping Job latency.
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -64,11 +64,16 @@ async fn bench() {
     );
     println!();
 
-    let only_sites = std::env::var("BENCH_ONLY").is_ok_and(|v| v == "sites");
-    if !only_sites {
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    if only.is_empty() {
         load_figures(hello, addr, &auth, run_for, &client, &base).await;
     }
-    sites_figure(&client, &base, &auth).await;
+    if only.is_empty() || only == "latency" {
+        latency_figure(&client, &base, &auth).await;
+    }
+    if only.is_empty() || only == "sites" {
+        sites_figure(&client, &base, &auth).await;
+    }
 
     shutdown.trigger();
     let _ = agent.await;
@@ -163,15 +168,17 @@ async fn load_figures(
         ms(r.p99())
     );
     drain(client, base).await;
+}
 
-    // Submission-to-Success latency of one Ping Job at a time, as a client polling sees it.
+/// Submission-to-Success latency of one Ping Job at a time, as a client polling sees it.
+async fn latency_figure(client: &reqwest::Client, base: &str, auth: &str) {
     let mut seen = Vec::new();
     let mut recorded = Vec::new();
     for _ in 0..500 {
         let t = Instant::now();
         let s: Value = client
             .post(format!("{base}/agent/job"))
-            .header("authorization", &auth)
+            .header("authorization", auth)
             .json(&json!({"job_type": "Ping Job", "data": {}}))
             .send()
             .await
@@ -183,7 +190,7 @@ async fn load_figures(
         loop {
             let j: Value = client
                 .get(format!("{base}/agent/job/{id}"))
-                .header("authorization", &auth)
+                .header("authorization", auth)
                 .send()
                 .await
                 .expect("get")
