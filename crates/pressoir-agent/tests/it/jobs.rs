@@ -90,6 +90,16 @@ async fn new_site_runs_every_step_for_real() {
         .unwrap()
         .get(0);
     assert!(hash.starts_with("$argon2id$"), "{hash}");
+    // The stored hash is a standard PHC string: another Argon2 implementation verifies it.
+    let check = |pw: &[u8]| {
+        use argon2::password_hash::{PasswordHash, PasswordVerifier};
+        let parsed = PasswordHash::new(&hash).unwrap();
+        argon2::Argon2::default()
+            .verify_password(pw, &parsed)
+            .is_ok()
+    };
+    assert!(check(b"pw-123"), "the Administrator password verifies");
+    assert!(!check(b"pw-124"), "another password does not");
     let sched: String = sqlx::query("SELECT value FROM tabSingles WHERE doctype = 'System Settings' AND field = 'enable_scheduler'")
         .fetch_one(&mut db)
         .await
