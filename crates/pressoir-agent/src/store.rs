@@ -226,18 +226,6 @@ impl Store {
         self.backend
     }
 
-    /// Before a job's secrets are wiped: on SQLite, have the freed bytes overwritten with
-    /// zeros rather than left in free space (the pool may have reopened the connection, so
-    /// this is set each time; it costs one statement).
-    async fn zero_freed(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<(), Error> {
-        if self.backend == Backend::Sqlite {
-            sqlx::query("PRAGMA secure_delete = ON")
-                .execute(&mut **tx)
-                .await?;
-        }
-        Ok(())
-    }
-
     /// Stores jobs in one transaction. A job whose `agent_job_id` was seen before is not
     /// stored again: the earlier job is returned in its place.
     pub async fn submit(&self, jobs: &[NewJob], now: i64) -> Result<Vec<Summary>, Error> {
@@ -438,42 +426,39 @@ impl Store {
             .collect()
     }
 
+    /// What a worker needs to run job `id`: its data, secrets and steps, in one statement.
     pub async fn work(&self, id: i64) -> Result<Option<Work>, Error> {
-        let Some(row) = sqlx::query(
-            "SELECT id, job_type, status, site_key, data, secrets FROM jobs WHERE id = $1",
+        let rows = sqlx::query(
+            "SELECT j.job_type, j.status, j.site_key, j.data, j.secrets, s.name, s.status AS step \
+             FROM jobs j LEFT JOIN steps s ON s.job_id = j.id WHERE j.id = $1 ORDER BY s.idx",
         )
         .bind(id)
-        .fetch_optional(&self.w)
-        .await?
-        else {
+        .fetch_all(&self.w)
+        .await?;
+        let Some(row) = rows.first() else {
             return Ok(None);
         };
+        let corrupt = |what: String| Error::Corrupt(id, what);
         let status: String = row.try_get("status")?;
-        let status = JobStatus::parse(&status)
-            .ok_or_else(|| Error::Corrupt(id, format!("status '{status}'")))?;
+        let status =
+            JobStatus::parse(&status).ok_or_else(|| corrupt(format!("status '{status}'")))?;
         let data: String = row.try_get("data")?;
-        let data = serde_json::from_str(&data).map_err(|e| Error::Corrupt(id, e.to_string()))?;
+        let data = serde_json::from_str(&data).map_err(|e| corrupt(e.to_string()))?;
         let secrets: Option<String> = row.try_get("secrets")?;
         let secrets = match secrets {
-            Some(s) => {
-                Some(serde_json::from_str(&s).map_err(|e| Error::Corrupt(id, e.to_string()))?)
-            }
+            Some(s) => Some(serde_json::from_str(&s).map_err(|e| corrupt(e.to_string()))?),
             None => None,
         };
-        let steps = sqlx::query("SELECT name, status FROM steps WHERE job_id = $1 ORDER BY idx")
-            .bind(id)
-            .fetch_all(&self.w)
-            .await?;
-        let steps = steps
-            .iter()
-            .map(|r| {
-                let name: String = r.try_get("name")?;
-                let st: String = r.try_get("status")?;
-                let st = StepStatus::parse(&st)
-                    .ok_or_else(|| Error::Corrupt(id, format!("step status '{st}'")))?;
-                Ok((name, st))
-            })
-            .collect::<Result<Vec<_>, Error>>()?;
+        let mut steps = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let Some(name) = r.try_get::<Option<String>, _>("name")? else {
+                continue;
+            };
+            let st: String = r.try_get("step")?;
+            let st =
+                StepStatus::parse(&st).ok_or_else(|| corrupt(format!("step status '{st}'")))?;
+            steps.push((name, st));
+        }
         Ok(Some(Work {
             id,
             job_type: row.try_get("job_type")?,
@@ -485,26 +470,27 @@ impl Store {
         }))
     }
 
-    /// Starts a step (and the job, when it was Pending).
+    /// Starts a step, and the job when it was Pending. Two statements, the job's first: a
+    /// crash between them leaves a Running job whose step is still Pending, which recovery
+    /// queues and this starts again (no transaction, which would cost two more round trips
+    /// to the database on every job).
     pub async fn start_step(&self, id: i64, idx: i64, now: i64) -> Result<(), Error> {
-        let mut tx = self.w.begin().await?;
-        sqlx::query(
-            "UPDATE steps SET status = 'Running', started_at = $3 WHERE job_id = $1 AND idx = $2",
-        )
-        .bind(id)
-        .bind(idx)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
         sqlx::query(
             "UPDATE jobs SET status = 'Running', started_at = COALESCE(started_at, $2), version = version + 1 \
              WHERE id = $1",
         )
         .bind(id)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&self.w)
         .await?;
-        tx.commit().await?;
+        sqlx::query(
+            "UPDATE steps SET status = 'Running', started_at = $3 WHERE job_id = $1 AND idx = $2",
+        )
+        .bind(id)
+        .bind(idx)
+        .bind(now)
+        .execute(&self.w)
+        .await?;
         Ok(())
     }
 
@@ -549,7 +535,6 @@ impl Store {
                     .await?;
             }
             Then::Succeed => {
-                self.zero_freed(&mut tx).await?;
                 sqlx::query(
                     "UPDATE jobs SET status = 'Success', ended_at = $2, started_at = COALESCE(started_at, $2), \
                      result = COALESCE($3, result), secrets = NULL, version = version + 1 WHERE id = $1",
@@ -567,17 +552,14 @@ impl Store {
 
     /// Ends the job with success (all its steps have ended).
     pub async fn succeed_job(&self, id: i64, now: i64) -> Result<(), Error> {
-        let mut tx = self.w.begin().await?;
-        self.zero_freed(&mut tx).await?;
         sqlx::query(
             "UPDATE jobs SET status = 'Success', ended_at = $2, started_at = COALESCE(started_at, $2), \
              secrets = NULL, version = version + 1 WHERE id = $1",
         )
         .bind(id)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&self.w)
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 

@@ -101,12 +101,15 @@ impl Db {
         let pool = match backend {
             Backend::Sqlite => {
                 // A connection to a local file does not go stale: no ping before each use.
+                // `secure_delete` overwrites what a delete or a wipe frees (a job's secrets,
+                // say) with zeros instead of leaving it in the file's free space.
                 opts.test_before_acquire(false)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             conn.execute(
                                 "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000; \
-                             PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL;",
+                             PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL; \
+                             PRAGMA secure_delete=ON;",
                             )
                             .await?;
                             Ok(())

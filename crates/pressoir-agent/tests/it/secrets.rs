@@ -6,6 +6,7 @@ use sqlx::{Connection, Row};
 
 const ADMIN: &str = "Adm1n-Pa55word-That-Must-Not-Leak";
 const ROOT: &str = "Mariadb-Root-Secret-Never-Stored";
+const FAILED_ADMIN: &str = "Failed-Job-Admin-Password-Wiped";
 
 #[tokio::test]
 async fn secrets_are_absent_from_replies_logs_and_the_store() {
@@ -62,6 +63,14 @@ async fn secrets_are_absent_from_replies_logs_and_the_store() {
             "a reply leaks the database password"
         );
     }
+    // A job that fails (the site exists now) wipes its secrets too.
+    let failed = a
+        .run(
+            "New Site",
+            json!({"name": "secret.localhost", "apps": ["frappe"], "admin_password": FAILED_ADMIN}),
+        )
+        .await;
+    assert_eq!(failed["status"], "Failure", "{failed}");
     let logs = logs();
     assert!(
         !logs.contains(ADMIN) && !logs.contains(ROOT) && !logs.contains(&site_db_password),
@@ -104,6 +113,12 @@ async fn secrets_are_absent_from_replies_logs_and_the_store() {
         .collect();
     for o in outputs {
         assert!(!o.contains(ADMIN) && !o.contains(&site_db_password), "{o}");
+    }
+    // Not even in the file's free space: what a wipe frees is overwritten.
+    let bytes = std::fs::read(&db).unwrap();
+    let raw = String::from_utf8_lossy(&bytes);
+    for secret in [ADMIN, ROOT, FAILED_ADMIN] {
+        assert!(!raw.contains(secret), "agent.sqlite holds {secret}");
     }
     // The site keeps only a hash of the administrator password.
     let site = std::fs::read_dir(
