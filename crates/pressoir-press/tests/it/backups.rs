@@ -11,14 +11,34 @@ const SECRET: &str = "agent-s3-secret-0123456789";
 const READER: &str = "reader";
 const READER_SECRET: &str = "reader-s3-secret-0123456789";
 
-/// The agent's offsite storage: bucket `backups` on the S3 endpoint at `url`.
-fn storage(url: &str) -> Option<pressoir_agent::StorageConfig> {
+/// The agent's offsite storage: bucket `backups` on the S3 endpoint at `url`, with a key.
+fn storage(url: &str, key: &str, secret: &str) -> Option<pressoir_agent::StorageConfig> {
     Some(pressoir_agent::StorageConfig::new(
         url.to_string(),
         "backups",
-        KEY,
-        Secret::new(SECRET),
+        key,
+        Secret::new(secret),
     ))
+}
+
+/// A cloud whose agent backs up to `url` with the agent's own key.
+fn backed_up_to(url: &str) -> Opts {
+    Opts {
+        agent_storage: storage(url, KEY, SECRET),
+        ..Opts::default()
+    }
+}
+
+/// A backup policy for the Starter plan.
+fn starter_policy(
+    every: std::time::Duration,
+    keep: usize,
+) -> Vec<pressoir_press::backup_policy::BackupPolicy> {
+    vec![pressoir_press::backup_policy::BackupPolicy {
+        plan: "Starter".into(),
+        every,
+        keep,
+    }]
 }
 
 async fn start_s3() -> (String, tempfile::TempDir, Shutdown) {
@@ -52,10 +72,7 @@ async fn start_s3() -> (String, tempfile::TempDir, Shutdown) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_site_is_backed_up_listed_and_restored() {
     let (url, _dir, sd) = start_s3().await;
-    let opts = Opts {
-        agent_storage: storage(&url),
-        ..Opts::default()
-    };
+    let opts = backed_up_to(&url);
     for backend in backends() {
         let cloud = Cloud::start(&backend, opts.clone()).await;
         let admin = cloud.admin().await;
@@ -210,13 +227,8 @@ async fn a_site_is_backed_up_listed_and_restored() {
 async fn a_plan_backup_policy_backs_its_sites_up() {
     let (url, _dir, sd) = start_s3().await;
     let opts = Opts {
-        agent_storage: storage(&url),
-        backup_policies: vec![pressoir_press::backup_policy::BackupPolicy {
-            plan: "Starter".into(),
-            every: std::time::Duration::from_secs(3600),
-            keep: 7,
-        }],
-        ..Opts::default()
+        backup_policies: starter_policy(std::time::Duration::from_secs(3600), 7),
+        ..backed_up_to(&url)
     };
     for backend in backends() {
         let cloud = Cloud::start(&backend, opts.clone()).await;
@@ -316,10 +328,7 @@ async fn wait_success(c: &Client, body: &serde_json::Value) -> serde_json::Value
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_site_is_made_from_a_backup_of_an_archived_site() {
     let (url, _dir, sd) = start_s3().await;
-    let opts = Opts {
-        agent_storage: storage(&url),
-        ..Opts::default()
-    };
+    let opts = backed_up_to(&url);
     for backend in backends() {
         let cloud = Cloud::start(&backend, opts.clone()).await;
         let admin = cloud.admin().await;
@@ -465,17 +474,8 @@ async fn scheduled_backups_beyond_keep_are_deleted_oldest_first() {
         .with_secret_access_key(SECRET)
         .build()
         .unwrap();
-    let policy = |every_ms: u64| {
-        vec![pressoir_press::backup_policy::BackupPolicy {
-            plan: "Starter".into(),
-            every: std::time::Duration::from_millis(every_ms),
-            keep: 2,
-        }]
-    };
-    let opts = Opts {
-        agent_storage: storage(&url),
-        ..Opts::default()
-    };
+    let policy = |every_ms| starter_policy(std::time::Duration::from_millis(every_ms), 2);
+    let opts = backed_up_to(&url);
     for backend in backends() {
         let mut cloud = Cloud::start(&backend, opts.clone()).await;
         let admin = cloud.admin().await;
@@ -591,10 +591,7 @@ async fn take_backup(admin: &Client, site: &str) -> String {
 async fn a_backup_is_never_both_restored_and_deleted() {
     use pressoir_press::backup_policy::queue_deletion;
     let (url, _dir, sd) = start_s3().await;
-    let opts = Opts {
-        agent_storage: storage(&url),
-        ..Opts::default()
-    };
+    let opts = backed_up_to(&url);
     for backend in backends() {
         let mut cloud = Cloud::start(&backend, opts.clone()).await;
         let admin = cloud.admin().await;
@@ -686,32 +683,17 @@ async fn a_backup_is_never_both_restored_and_deleted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_backup_deletion_is_retried_with_a_backoff_that_survives_a_restart() {
-    use pressoir_press::backup_policy::{BackupPolicy, RetryBackoff};
+    use pressoir_press::backup_policy::RetryBackoff;
     use std::time::Duration;
     let (url, _dir, sd) = start_s3().await;
-    let storage = |key: &str, secret: &str| {
-        Some(pressoir_agent::StorageConfig::new(
-            url.clone(),
-            "backups",
-            key,
-            Secret::new(secret),
-        ))
-    };
-    let policy = |every_ms: u64, keep: usize| {
-        vec![BackupPolicy {
-            plan: "Starter".into(),
-            every: Duration::from_millis(every_ms),
-            keep,
-        }]
-    };
+    let policy = |every_ms, keep| starter_policy(Duration::from_millis(every_ms), keep);
     let backoff = RetryBackoff {
         base: Duration::from_millis(300),
         cap: Duration::from_millis(1200),
     };
     let opts = Opts {
-        agent_storage: storage(KEY, SECRET),
         backup_delete_backoff: backoff,
-        ..Opts::default()
+        ..backed_up_to(&url)
     };
     for backend in backends() {
         let mut cloud = Cloud::start(&backend, opts.clone()).await;
@@ -755,7 +737,7 @@ async fn a_failed_backup_deletion_is_retried_with_a_backoff_that_survives_a_rest
         // backup's deletion fails, again and again, while the scheduler ticks every 50 ms.
         cloud.stop_press().await;
         cloud.stop_agent().await;
-        cloud.opts.agent_storage = storage(READER, READER_SECRET);
+        cloud.opts.agent_storage = storage(&url, READER, READER_SECRET);
         cloud.start_agent(None).await;
         cloud.opts.backup_policies = policy(3_600_000, 1);
         cloud.start_press(None).await;
@@ -803,7 +785,7 @@ async fn a_failed_backup_deletion_is_retried_with_a_backoff_that_survives_a_rest
 
         // With a key that may delete, the next attempt succeeds.
         cloud.stop_agent().await;
-        cloud.opts.agent_storage = storage(KEY, SECRET);
+        cloud.opts.agent_storage = storage(&url, KEY, SECRET);
         cloud.start_agent(None).await;
         cloud.start_press(None).await;
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
