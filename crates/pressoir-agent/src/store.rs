@@ -193,6 +193,10 @@ pub struct Store {
     backend: Backend,
 }
 
+/// Marks step `$2` of job `$1` Running since `$3`.
+const START_STEP: &str =
+    "UPDATE steps SET status = 'Running', started_at = $3 WHERE job_id = $1 AND idx = $2";
+
 const JOB_COLS: &str =
     "id, agent_job_id, job_type, status, created_at, started_at, ended_at, result, error";
 
@@ -483,14 +487,12 @@ impl Store {
         .bind(now)
         .execute(&self.w)
         .await?;
-        sqlx::query(
-            "UPDATE steps SET status = 'Running', started_at = $3 WHERE job_id = $1 AND idx = $2",
-        )
-        .bind(id)
-        .bind(idx)
-        .bind(now)
-        .execute(&self.w)
-        .await?;
+        sqlx::query(START_STEP)
+            .bind(id)
+            .bind(idx)
+            .bind(now)
+            .execute(&self.w)
+            .await?;
         Ok(())
     }
 
@@ -521,7 +523,7 @@ impl Store {
         match then {
             Then::Start(_) | Then::Stop => {
                 if let Then::Start(next) = then {
-                    sqlx::query("UPDATE steps SET status = 'Running', started_at = $3 WHERE job_id = $1 AND idx = $2")
+                    sqlx::query(START_STEP)
                         .bind(id)
                         .bind(next)
                         .bind(now)
